@@ -1,0 +1,178 @@
+"""What the three vendor clients share, none of it protocol code (DESIGN.md, principle 6):
+reconnect backoff, per-contract sequence tracking, gap notices, status events and the connector
+that opens a WebSocket (live TCP/TLS by default, in-memory streams under test).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import trio_websocket
+
+# ---------------------------------------------------------------------------------------------
+# Events every client delivers besides market data
+
+
+@dataclass(frozen=True, slots=True)
+class GapNotice:
+    """Data for these contracts may be missing between `start` and `end` (Unix seconds).
+
+    Emitted after every reconnect (and after a vendor-side outage) once the subscriptions are
+    restored, so the application can backfill the window from a REST endpoint.
+    """
+
+    contracts: tuple[str, ...]  # in the vendor's own syntax, as the application subscribed
+    start: float
+    end: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Connection-level news the application may want to log or show: connected, reconnecting,
+    an upstream outage. Never carries data and never needs an answer."""
+
+    vendor: str
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The vendor refused part of what we asked for (a limit, a permission, a bad symbol)."""
+
+    vendor: str
+    subscription: str
+    reason: str
+
+
+class ClientError(Exception):
+    """A condition the client will not retry on its own."""
+
+
+class AuthError(ClientError):
+    """The vendor refused the API key: reconnecting with the same key cannot help."""
+
+
+class LimitError(ClientError):
+    """The request cannot fit the account's limits (contracts per connection, connections)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconnect backoff
+
+
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog's "full jitter"), capped.
+
+    The attempt counter resets once a connection has stayed up for `stable_after` seconds, so a
+    feed that drops once a day reconnects fast, while a flapping one backs off.
+    """
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        cap: float = 30.0,
+        multiplier: float = 2.0,
+        stable_after: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.initial, self.cap, self.multiplier = initial, cap, multiplier
+        self.stable_after = stable_after
+        self.attempt = 0
+        self._rng = rng or random.Random()
+        self._connected_at: float | None = None
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.initial * self.multiplier**self.attempt)
+        self.attempt += 1
+        return self._rng.uniform(0.0, ceiling)
+
+    def connected(self, now: float) -> None:
+        self._connected_at = now
+
+    def disconnected(self, now: float) -> None:
+        if self._connected_at is not None and now - self._connected_at >= self.stable_after:
+            self.attempt = 0
+        self._connected_at = None
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence tracking
+
+
+class Verdict(enum.Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"  # seen before: drop it
+    REGRESSION = "regression"  # lower than the highest seen and not seen: deliver, but flag
+    GAP = "gap"  # consecutive mode only: numbers were skipped
+
+
+class SequenceTracker:
+    """Per-contract sequence numbers.
+
+    Vendors document sequences as increasing and unique but not consecutive (Massive: "1, 2, 6,
+    9"), so by default a jump is not loss. Duplicates are recognised by remembering a window of
+    recent numbers per contract, which also tells a late (regressed) event from a repeat.
+    """
+
+    def __init__(self, consecutive: bool = False, window: int = 256) -> None:
+        self.consecutive = consecutive
+        self.window = window
+        self._highest: dict[str, int] = {}
+        self._recent: dict[str, set[int]] = {}
+        self._order: dict[str, list[int]] = {}
+
+    def observe(self, key: str, sequence: int) -> Verdict:
+        recent = self._recent.setdefault(key, set())
+        if sequence in recent:
+            return Verdict.DUPLICATE
+        order = self._order.setdefault(key, [])
+        recent.add(sequence)
+        order.append(sequence)
+        if len(order) > self.window:
+            recent.discard(order.pop(0))
+        highest = self._highest.get(key)
+        if highest is None or sequence > highest:
+            self._highest[key] = sequence
+            if self.consecutive and highest is not None and sequence > highest + 1:
+                return Verdict.GAP
+            return Verdict.NEW
+        return Verdict.REGRESSION
+
+    def highest(self, key: str) -> int | None:
+        return self._highest.get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening WebSockets
+
+Connector = Callable[
+    [str, list[tuple[bytes, bytes]]],
+    AbstractAsyncContextManager[trio_websocket.WebSocketConnection],
+]
+"""Opens a WebSocket to a URL with extra handshake headers. Tests pass an in-memory one."""
+
+
+@asynccontextmanager
+async def tcp_connector(
+    url: str, headers: list[tuple[bytes, bytes]]
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """The live connector: TCP, TLS for wss://, 1 MiB message limit like the vendors' clients."""
+    async with trio_websocket.open_websocket_url(
+        url, extra_headers=headers, max_message_size=1 << 20, connect_timeout=10
+    ) as ws:
+        yield ws
+
+
+def wall_clock() -> float:
+    """Unix seconds. Clients take the clock as a parameter so virtual-time runs stay exact."""
+    return time.time()

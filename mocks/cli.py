@@ -1,0 +1,191 @@
+"""The `feedlab` command.
+
+Subcommands: `serve` (run vendor mocks for any client), `watch` (print a feed with the built-in
+clients), `demo` (what `make demo` runs). Bad input gives one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+from mocks.sim.clock import UTC
+from mocks.sim.market import MarketSettings
+from mocks.vendors import VENDORS
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _rate(text: str) -> float | None:
+    """--rate: events per second in total, or `max` (as fast as clients drain)."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rate takes events per second or 'max', not {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--rate must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="feedlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="serve vendor mocks on the real clock for any client")
+    serve.add_argument("vendors", nargs="+", metavar="VENDOR", help=f"{', '.join(VENDORS)} or all")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port",
+        type=_positive_int,
+        default=None,
+        help="port (one vendor only; 0 picks a free port); default: the vendor's",
+    )
+    serve.add_argument("--seed", type=_positive_int, default=0)
+    serve.add_argument(
+        "--rate",
+        type=_rate,
+        default=0.0,
+        metavar="EVENTS_PER_S|max",
+        help="total events per second offered, or max (default: natural rates)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        metavar="KEY",
+        help="accept only these keys (repeatable); default: any non-empty key",
+    )
+    serve.add_argument(
+        "--market-hours",
+        choices=("always", "real"),
+        default="always",
+        help="always: data at any hour (default); real: follow the exchanges",
+    )
+    serve.add_argument(
+        "--strict",
+        action="store_true",
+        help="expired contracts are acknowledged but never stream, as live",
+    )
+
+    watch = sub.add_parser("watch", help="print a vendor's events with the built-in client")
+    watch.add_argument("vendor", choices=VENDORS)
+    watch.add_argument("subscriptions", nargs="+", metavar="SUBSCRIPTION")
+    watch.add_argument("--url", default=None, help="default: the live service")
+    watch.add_argument("--api-key", default=None)
+    watch.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+
+    demo = sub.add_parser("demo", help="run the market for a virtual trading hour and summarise")
+    demo.add_argument("--seed", type=_positive_int, default=7)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "watch":
+            return _watch(args)
+        if args.command == "demo":
+            from mocks.demo import run_demo
+
+            return run_demo(seed=args.seed, out=sys.stdout)
+    except UsageError as exc:
+        print(f"feedlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mocks.serve import serve_forever
+
+    names: list[str] = []
+    for name in args.vendors:
+        chosen = list(VENDORS) if name == "all" else [name]
+        for vendor in chosen:
+            if vendor not in VENDORS:
+                raise UsageError(f"unknown vendor {name!r}; choose from {', '.join(VENDORS)}, all")
+            if vendor not in names:
+                names.append(vendor)
+    if args.port not in (None, 0) and len(names) > 1:
+        raise UsageError("--port takes one vendor; with several, omit it or use --port 0")
+    settings = MarketSettings(
+        seed=args.seed,
+        start=dt.datetime.now(UTC),  # the only wall-clock read: the market starts now
+        always_open=args.market_hours == "always",
+        strict=args.strict,
+        total_rate=args.rate or None,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"feedlab: warning: listening on {args.host}, reachable from other machines",
+            file=sys.stderr,
+        )
+    try:
+        trio.run(
+            serve_forever,
+            names,
+            args.host,
+            args.port,
+            settings,
+            tuple(args.api_keys),
+            args.rate is None,
+        )
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"clients.{args.vendor}")
+    table = sys.stdout.isatty() and not args.json
+    url = args.url or module.LIVE_URL
+    try:
+        trio.run(
+            lambda: module.watch(
+                list(args.subscriptions), url=url, api_key=args.api_key, out=sys.stdout, table=table
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # a client error is the user's news, not a traceback
+        print(f"feedlab: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

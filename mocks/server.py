@@ -1,0 +1,342 @@
+"""Runs a vendor's sans-I/O core over real WebSockets: TCP for external clients, memory streams
+for clients in the same Trio run (virtual time).
+
+Per served vendor there is one `MockServer`: the feed (an actor that splits each market batch by
+connection through the `Hub`) and the connections. Per connection one driver task owns the
+`Session` and feeds it, in a fixed order at each wake-up, the client's messages, the market
+events, an overflow notice and the due timers; a reader task only moves client messages into the
+driver's queue. The outbound buffer is bounded in events: when the client reads slower than the
+feed, `Session.overflowed` decides (Massive: `slow_consumer`, then close).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+import trio
+import trio_websocket
+
+from mocks.hub import Hub
+from mocks.session import Abort, Action, Close, ConnectionInfo, Send, Session, VendorServer
+from mocks.sim.actor import Market
+from mocks.sim.events import Event
+from mocks.sim.rng import derive_rng
+from mocks.transport import Link, memory_pair, serve_tcp
+
+MAX_MESSAGE_SIZE = 1 << 20  # what the vendors' own clients accept; the mocks read the same
+HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass
+class ConnectionStats:
+    frames_sent: int = 0
+    events_sent: int = 0
+    frames_received: int = 0
+    overflows: int = 0
+
+
+@dataclass
+class Connection:
+    """A live (or finished) server-side connection, with the controls faults use."""
+
+    info: ConnectionInfo
+    session: Session
+    link: Link
+    ws: trio_websocket.WebSocketConnection
+    server: MockServer
+    max_buffer: int
+    stats: ConnectionStats = field(default_factory=ConnectionStats)
+    close_code: int | None = None  # what the server sent, if it closed first
+    client_close_code: int | None = None  # what the client sent (1006: it just vanished)
+    closed_at: float | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def __post_init__(self) -> None:
+        self._messages: deque[str | bytes] = deque()
+        self._events: list[Event] = []
+        self._overflowed = False
+        self._poked = False
+        self._wake = trio.Event()
+        self._drained = trio.Event()
+        self._ending: Action | None = None  # a close or abort ordered from outside
+        self._client_gone = False
+
+    @property
+    def conn_id(self) -> int:
+        return self.info.conn_id
+
+    @property
+    def open(self) -> bool:
+        return not self.done.is_set()
+
+    # -- inputs (called from other tasks; never block) --------------------------------------------
+
+    def deliver(self, events: list[Event]) -> None:
+        """Market events for this connection. Past `max_buffer` unsent events: overflow."""
+        if len(self._events) + len(events) > self.max_buffer:
+            if not self._overflowed:
+                self.stats.overflows += 1
+            self._overflowed = True
+        else:
+            self._events.extend(events)
+        self._wake.set()
+
+    async def wait_for_room(self, count: int) -> None:
+        while self.open and len(self._events) + count > self.max_buffer and self._events:
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+    def poke(self) -> None:
+        self._poked = True
+        self._wake.set()
+
+    # -- fault controls -----------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a close frame, as the server would."""
+        self._end(Close(code, reason))
+        await self.done.wait()
+
+    async def abort(self) -> None:
+        """Drop the connection without a close frame."""
+        self._end(Abort())
+        await self.done.wait()
+
+    def stall(self) -> None:
+        self.link.stall()
+
+    def resume(self) -> None:
+        self.link.resume()
+
+    def _end(self, action: Action) -> None:
+        if self._ending is None:
+            self._ending = action
+        self._wake.set()
+
+    # -- the driver ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        market, session = self.server.market, self.session
+        hub = self.server.hub
+        hub.register(self.conn_id, self.poke)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read)
+                if not await self._perform(session.opened(market.now())):
+                    return
+                while True:
+                    deadline = session.next_deadline()
+                    at = math.inf if deadline is None else market.trio_time(deadline)
+                    with trio.move_on_at(at):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    if not await self._step(session, market.now()):
+                        break
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed_at = market.now()
+            hub.forget(self.conn_id)
+            session.closed(market.now())
+            self.done.set()
+            self._drained.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.link)
+
+    async def _step(self, session: Session, now: float) -> bool:
+        if self._client_gone:
+            return False
+        if self._ending is not None:
+            await self._perform([self._ending])
+            return False
+        while self._messages:
+            if not await self._perform(session.received(self._messages.popleft(), now)):
+                return False
+        if self._overflowed:
+            self._overflowed = False
+            self._events.clear()
+            if not await self._perform(session.overflowed(now)):
+                return False
+        if self._events:
+            events, self._events = self._events, []
+            self._drained.set()
+            if not await self._perform(session.publish(events, now)):
+                return False
+        deadline = session.next_deadline()
+        if self._poked or (deadline is not None and deadline <= now):
+            self._poked = False
+            if not await self._perform(session.tick(now)):
+                return False
+        return True
+
+    async def _perform(self, actions: list[Action]) -> bool:
+        """Carry out a session's actions; False once the connection is finished."""
+        for action in actions:
+            if isinstance(action, Send):
+                try:
+                    await self.ws.send_message(action.data)
+                except trio_websocket.ConnectionClosed:
+                    return False
+                self.stats.frames_sent += 1
+                self.stats.events_sent += len(action.events)
+                self.server.on_sent(self, action)
+            elif isinstance(action, Close):
+                self.close_code = action.code
+                with trio.move_on_after(2.0):
+                    await self.ws.aclose(action.code, action.reason or None)
+                await trio.aclose_forcefully(self.link)
+                return False
+            elif isinstance(action, Abort):
+                self.close_code = 1006
+                await self.link.cut()
+                return False
+        return True
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                self.stats.frames_received += 1
+                self._messages.append(message)
+                self._wake.set()
+        except trio_websocket.ConnectionClosed as closed:
+            if self.close_code is None and closed.reason is not None:
+                self.client_close_code = closed.reason.code
+            self._client_gone = True
+            self._wake.set()
+
+
+class MockServer:
+    """One vendor served: its core, the feed from the market, and every connection."""
+
+    def __init__(
+        self,
+        vendor: VendorServer,
+        hub: Hub,
+        market: Market,
+        *,
+        seed: int = 0,
+        max_buffer: int = 50_000,
+        backpressure: bool = False,
+    ) -> None:
+        self.vendor = vendor
+        self.hub = hub
+        self.market = market
+        self.seed = seed
+        self.max_buffer = max_buffer
+        # With a market running flat out (`--rate max`) the feed waits for slow connections
+        # instead of declaring them slow consumers.
+        self.backpressure = backpressure
+        self.connections: dict[int, Connection] = {}
+        self.history: list[Connection] = []
+        self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self.taps: list[Callable[[Connection, Send], None]] = []  # recorder, ledger
+        self.refusing = False  # a `restart` fault: the port refuses connections for a while
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The feed actor: split every market batch by connection. Connections run in here too."""
+        batches = self.market.subscribe()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            async for batch in batches:
+                for conn_id, events in self.hub.route(batch).items():
+                    conn = self.connections.get(conn_id)
+                    if conn is None:
+                        continue
+                    if self.backpressure:
+                        await conn.wait_for_room(len(events))
+                    conn.deliver(events)
+
+    def on_sent(self, conn: Connection, action: Send) -> None:
+        for tap in self.taps:
+            tap(conn, action)
+
+    # -- accepting connections ----------------------------------------------------------------------
+
+    async def handle_stream(self, stream: trio.abc.Stream, remote: str) -> None:
+        """Serve one client's byte stream: handshake, then the connection until it ends."""
+        link = Link(stream, derive_rng(self.seed, f"link:{remote}"))
+        if self.refusing:
+            await trio.aclose_forcefully(link)
+            return
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery, link, max_message_size=MAX_MESSAGE_SIZE
+                    )
+            except (trio.TooSlowError, trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+                nursery.cancel_scope.cancel()
+                await trio.aclose_forcefully(link)
+                return
+            target = urlsplit(request.path)
+            if not self.vendor.accepts_path(target.path):
+                await request.reject(404, body=b"Not Found")
+                nursery.cancel_scope.cancel()
+                return
+            ws = await request.accept()
+            now = self.market.now()
+            info = ConnectionInfo(
+                conn_id=next(self._ids),
+                path=target.path,
+                query=dict(parse_qsl(target.query)),
+                headers={
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers
+                },
+                remote=remote,
+                opened_at=now,
+            )
+            session = self.vendor.open(info, now)
+            conn = Connection(info, session, link, ws, self, self.max_buffer)
+            self.connections[info.conn_id] = conn
+            self.history.append(conn)
+            try:
+                await conn.run()
+            finally:
+                del self.connections[info.conn_id]
+                nursery.cancel_scope.cancel()
+
+    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Also listen on TCP; returns the bound port."""
+        assert self._nursery is not None, "MockServer.run must be started first"
+        bound: int = await self._nursery.start(serve_tcp, self.handle_stream, host, port)
+        return bound
+
+    @asynccontextmanager
+    async def connect(
+        self, url: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        """An in-memory WebSocket to this server (the `Connector` clients take under test)."""
+        assert self._nursery is not None, "MockServer.run must be started first"
+        client_end, server_end = memory_pair()
+        self._nursery.start_soon(self.handle_stream, server_end, "memory")
+        parts = urlsplit(url)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    client_end,
+                    parts.hostname or "localhost",  # type: ignore[arg-type]
+                    resource,
+                    extra_headers=list(headers or []),
+                    max_message_size=MAX_MESSAGE_SIZE,
+                )
+                try:
+                    yield ws
+                finally:
+                    with trio.move_on_after(2.0):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A rejected handshake or the caller's own error, raised through the reader's nursery.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

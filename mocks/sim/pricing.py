@@ -1,0 +1,122 @@
+"""Option pricing: Black-Scholes for US equity and index options, Black-76 on the forward for
+Deribit-style crypto options (r = 0, premium as a fraction of the underlying), the greeks
+Amberdata publishes, and the volatility smile the market quotes around.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+MIN_T = 1e-6  # years; keeps formulas finite at the moment of expiry
+
+
+def norm_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+def norm_pdf(x: float) -> float:
+    return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+def _d1_d2(forward: float, strike: float, t: float, sigma: float) -> tuple[float, float]:
+    sd = sigma * math.sqrt(t)
+    d1 = (math.log(forward / strike) + 0.5 * sd * sd) / sd
+    return d1, d1 - sd
+
+
+def black76(
+    forward: float, strike: float, t: float, sigma: float, is_call: bool, rate: float = 0.0
+) -> float:
+    """Value of a European option on a forward, discounted at `rate`."""
+    t = max(t, MIN_T)
+    d1, d2 = _d1_d2(forward, strike, t, sigma)
+    disc = math.exp(-rate * t)
+    if is_call:
+        return disc * (forward * norm_cdf(d1) - strike * norm_cdf(d2))
+    return disc * (strike * norm_cdf(-d2) - forward * norm_cdf(-d1))
+
+
+def black_scholes(
+    spot: float,
+    strike: float,
+    t: float,
+    sigma: float,
+    is_call: bool,
+    rate: float = 0.0,
+    dividend: float = 0.0,
+) -> float:
+    """Black-Scholes-Merton: Black-76 on the forward S·e^((r-q)T), discounted."""
+    t = max(t, MIN_T)
+    forward = spot * math.exp((rate - dividend) * t)
+    return black76(forward, strike, t, sigma, is_call, rate)
+
+
+def black76_value_delta_gamma(
+    forward: float, strike: float, t: float, sigma: float, is_call: bool
+) -> tuple[float, float, float]:
+    """Undiscounted value, delta and gamma in one pass (the market's hot path)."""
+    t = max(t, MIN_T)
+    sd = sigma * math.sqrt(t)
+    d1 = (math.log(forward / strike) + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    n1 = norm_cdf(d1)
+    gamma = norm_pdf(d1) / (forward * sd)
+    if is_call:
+        return forward * n1 - strike * norm_cdf(d2), n1, gamma
+    return strike * norm_cdf(-d2) - forward * (1.0 - n1), n1 - 1.0, gamma
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    delta: float
+    gamma: float
+    vega: float  # per volatility point (1%)
+    theta: float  # per calendar day
+    rho: float  # per 1% of rate
+
+
+def black76_greeks(forward: float, strike: float, t: float, sigma: float, is_call: bool) -> Greeks:
+    """Greeks as Deribit (and so Amberdata) publish them: r = 0, T in years of 365 days, vega and
+    theta in USD, rho per 1%. Reproduces Amberdata's documented snapshot sample."""
+    t = max(t, MIN_T)
+    d1, d2 = _d1_d2(forward, strike, t, sigma)
+    sqrt_t = math.sqrt(t)
+    pdf = norm_pdf(d1)
+    delta = norm_cdf(d1) if is_call else norm_cdf(d1) - 1.0
+    gamma = pdf / (forward * sigma * sqrt_t)
+    vega = forward * pdf * sqrt_t / 100.0
+    theta = -forward * pdf * sigma / (2.0 * sqrt_t) / 365.0
+    rho = strike * t * norm_cdf(d2) / 100.0 if is_call else -strike * t * norm_cdf(-d2) / 100.0
+    return Greeks(delta, gamma, vega, theta, rho)
+
+
+def implied_vol(price: float, forward: float, strike: float, t: float, is_call: bool) -> float:
+    """Black-76 implied volatility by bisection (robust at the wings, fast enough for snapshots).
+    Returns 0.0 for a price at or below intrinsic value."""
+    intrinsic = max(0.0, forward - strike) if is_call else max(0.0, strike - forward)
+    if price <= intrinsic + 1e-12:
+        return 0.0
+    lo, hi = 1e-4, 5.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if black76(forward, strike, t, mid, is_call) < price:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def smile_vol(atm_vol: float, forward: float, strike: float, t: float) -> float:
+    """A skewed smile: puts richer than calls, wings richer than the money, flatter with time.
+
+    x is log-moneyness in standard deviations; the shape is the usual equity-index one and is
+    applied to crypto too (a mild put skew is what Deribit shows most days).
+    """
+    t = max(t, 1.0 / 365.0)
+    x = math.log(strike / forward) / (atm_vol * math.sqrt(t))
+    x = max(-4.0, min(4.0, x))
+    vol = atm_vol * (1.0 - 0.06 * x + 0.025 * x * x)
+    return max(0.05, min(4.0, vol))

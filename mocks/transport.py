@@ -1,0 +1,127 @@
+"""Byte streams under the mock WebSockets: TCP for external clients, memory for virtual time,
+and the `Link` wrapper through which byte-level faults act (stall, cut, reset, latency,
+bandwidth, slicing) — what Toxiproxy does, inside the process and seeded.
+
+Everything a server connection reads or writes passes through its `Link`, so a fault applies the
+same way whether the client is across TCP or in the same Trio run over memory streams.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+import trio
+import trio.testing
+
+
+class Link(trio.abc.Stream):
+    """A stream with switches. With every switch off it only counts bytes."""
+
+    def __init__(self, stream: trio.abc.Stream, rng: random.Random | None = None) -> None:
+        self._stream = stream
+        self._rng = rng or random.Random(0)
+        self._flowing = trio.Event()
+        self._flowing.set()
+        self.latency = 0.0  # seconds added before each write
+        self.jitter = 0.0  # up to this much more, uniformly
+        self.bandwidth: float | None = None  # bytes per second
+        self.slice_size: int | None = None  # write in pieces of this many bytes ...
+        self.slice_delay = 0.0  # ... this far apart
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.cut_done = False
+
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
+
+    def stall(self) -> None:
+        """Stop moving bytes both ways, keep the socket: the client sees a half-open connection
+        (no data, no pong, no close)."""
+        if self._flowing.is_set():
+            self._flowing = trio.Event()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._flowing.wait()
+        if self.latency or self.jitter:
+            await trio.sleep(self.latency + self._rng.uniform(0.0, self.jitter))
+        if self.slice_size:
+            view = memoryview(data)
+            for i in range(0, len(view), self.slice_size):
+                await self._write(view[i : i + self.slice_size])
+                if self.slice_delay:
+                    await trio.sleep(self.slice_delay)
+        else:
+            await self._write(data)
+
+    async def _write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.bandwidth:
+            await trio.sleep(len(data) / self.bandwidth)
+        await self._flowing.wait()
+        await self._stream.send_all(data)
+        self.bytes_sent += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self._flowing.wait()
+        data = await self._stream.receive_some(max_bytes)
+        # Bytes that arrive during a stall are held back until it ends.
+        await self._flowing.wait()
+        self.bytes_received += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        self._flowing.set()
+        await self._stream.aclose()
+
+    async def cut(self) -> None:
+        """Close the connection without a WebSocket close frame (the client sees 1006)."""
+        self.cut_done = True
+        await trio.aclose_forcefully(self._stream)
+
+    async def reset(self) -> None:
+        """Close with a TCP RST where there is a socket (SO_LINGER 0); memory streams just cut."""
+        sock = getattr(self._stream, "socket", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        await self.cut()
+
+
+StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]
+
+
+async def serve_tcp(
+    handler: StreamHandler,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on (host, port); `task_status.started` gets the bound port (port 0 picks one)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+
+    async def on_stream(stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()
+        await handler(stream, f"{peer[0]}:{peer[1]}")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, on_stream, listeners)
+        task_status.started(bound)
+
+
+def memory_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """(client end, server end) of an in-memory, in-order byte pipe."""
+    client, server = trio.testing.memory_stream_pair()
+    return client, server

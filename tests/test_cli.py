@@ -1,0 +1,87 @@
+"""The `feedlab` command's contract: subcommands, one-line errors with exit code 2, serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio_websocket
+
+from mocks.cli import main
+
+FEEDLAB = [sys.executable, "-m", "mocks.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "watch", "demo"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["serve", "nasdaq"], "unknown vendor 'nasdaq'"),
+        (["serve", "massive", "--port", "x"], "--port"),
+        (["serve", "massive", "theta", "--port", "9000"], "--port takes one vendor"),
+        (["serve", "massive", "--rate", "fast"], "--rate"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], needle: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def test_demo_prints_a_summary_and_the_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 3" in out and "OptionQuote" in out and "O:SPY" in out and "BTC-" in out
+
+
+def _wait_for_lines(proc: subprocess.Popen[str], count: int) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 30
+    while len(lines) < count and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.skipif(not Path(ROOT, "mocks", "massive", "__init__.py").exists(),
+                    reason="the Massive mock is not there yet")
+def test_serve_prints_listening_lines_and_exits_0_on_sigterm() -> None:
+    proc = subprocess.Popen([*FEEDLAB, "serve", "all", "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = _wait_for_lines(proc, 3)
+        assert [line.split()[0] for line in lines] == ["massive", "theta", "amberdata"]
+        assert lines[0].startswith("massive listening on ws://127.0.0.1:")
+        assert lines[0].endswith("/options") and lines[1].endswith("/v1/events")
+        assert lines[2].endswith("/")
+        url = lines[0].split()[-1]
+
+        async def connect() -> str | bytes:
+            async with trio_websocket.open_websocket_url(url) as ws:
+                return await ws.get_message()
+
+        assert "connected" in str(trio.run(connect))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
