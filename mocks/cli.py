@@ -45,7 +45,9 @@ def _rate(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--rate takes events per second or 'max', not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--rate takes events per second or 'max', not {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("--rate must be positive")
     return value

@@ -75,7 +75,7 @@ class Connection:
     def open(self) -> bool:
         return not self.done.is_set()
 
-    # -- inputs (called from other tasks; never block) --------------------------------------------
+    # -- inputs (called from other tasks; never block) ---------------------------------------------
 
     def deliver(self, events: list[Event]) -> None:
         """Market events for this connection. Past `max_buffer` unsent events: overflow."""
@@ -96,7 +96,7 @@ class Connection:
         self._poked = True
         self._wake.set()
 
-    # -- fault controls -----------------------------------------------------------------------------
+    # -- fault controls ----------------------------------------------------------------------------
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with a close frame, as the server would."""
@@ -119,7 +119,7 @@ class Connection:
             self._ending = action
         self._wake.set()
 
-    # -- the driver ----------------------------------------------------------------------------------
+    # -- the driver --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         market, session = self.server.market, self.session
@@ -258,7 +258,7 @@ class MockServer:
         for tap in self.taps:
             tap(conn, action)
 
-    # -- accepting connections ----------------------------------------------------------------------
+    # -- accepting connections ---------------------------------------------------------------------
 
     async def handle_stream(self, stream: trio.abc.Stream, remote: str) -> None:
         """Serve one client's byte stream: handshake, then the connection until it ends."""
@@ -323,8 +323,8 @@ class MockServer:
             async with trio.open_nursery() as nursery:
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    client_end,
-                    parts.hostname or "localhost",  # type: ignore[arg-type]
+                    client_end,  # type: ignore[arg-type]  # any Stream works; typed too narrowly
+                    parts.hostname or "localhost",
                     resource,
                     extra_headers=list(headers or []),
                     max_message_size=MAX_MESSAGE_SIZE,

@@ -39,8 +39,9 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
         ([], "required"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(argv: list[str], needle: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
@@ -63,12 +64,19 @@ def _wait_for_lines(proc: subprocess.Popen[str], count: int) -> list[str]:
     return lines
 
 
-@pytest.mark.skipif(not Path(ROOT, "mocks", "massive", "__init__.py").exists(),
-                    reason="the Massive mock is not there yet")
+@pytest.mark.skipif(
+    not Path(ROOT, "mocks", "massive", "__init__.py").exists(),
+    reason="the Massive mock is not there yet",
+)
 def test_serve_prints_listening_lines_and_exits_0_on_sigterm() -> None:
-    proc = subprocess.Popen([*FEEDLAB, "serve", "all", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [*FEEDLAB, "serve", "all", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         lines = _wait_for_lines(proc, 3)
         assert [line.split()[0] for line in lines] == ["massive", "theta", "amberdata"]

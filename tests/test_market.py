@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import given
@@ -62,8 +63,8 @@ def test_quotes_are_never_crossed_nor_negative_and_on_tick() -> None:
         assert q.bid_size >= 0 and q.ask_size > 0
         assert (q.bid == 0) == (q.bid_size == 0)
         # SPY is a penny-pilot name: cents throughout
-        assert round(q.bid * 100, 6) == int(round(q.bid * 100))
-        assert round(q.ask * 100, 6) == int(round(q.ask * 100))
+        assert round(q.bid * 100, 6) == round(q.bid * 100)
+        assert round(q.ask * 100, 6) == round(q.ask * 100)
 
 
 def test_non_penny_names_quote_in_nickels_from_three_dollars() -> None:
@@ -72,7 +73,7 @@ def test_non_penny_names_quote_in_nickels_from_three_dollars() -> None:
     sim.watch(contract)
     quotes = [e for e in sim.advance(600.0) if isinstance(e, OptionQuote)]
     assert quotes and all(q.bid >= 3.0 for q in quotes)
-    assert all(round(q.ask * 20, 6) == int(round(q.ask * 20)) for q in quotes)
+    assert all(round(q.ask * 20, 6) == round(q.ask * 20) for q in quotes)
 
 
 def test_sequences_increase_per_contract_and_have_gaps_by_default() -> None:
@@ -119,7 +120,7 @@ def test_index_price_reports_once_a_second_only_on_change() -> None:
     assert 100 < len(reports) <= 300
     seconds = [(e.ts_ns - reports[0].ts_ns) / 1e9 for e in reports]
     assert all(s == int(s) for s in seconds)
-    assert all(a.price != b.price for a, b in zip(reports, reports[1:], strict=False))
+    assert all(a.price != b.price for a, b in itertools.pairwise(reports))
 
 
 def test_real_market_hours_no_data_outside_and_no_print_at_the_open() -> None:
@@ -150,8 +151,11 @@ def test_weekend_is_closed_in_real_hours_and_open_by_default() -> None:
 
 
 def test_documentation_examples_stream_by_default_and_not_in_strict_mode() -> None:
-    examples = [parse_occ("O:SPY251219C00650000"), parse_deribit("BTC-24JUN22-15000-P"),
-                parse_occ("O:SPXW240315C04800000")]
+    examples = [
+        parse_occ("O:SPY251219C00650000"),
+        parse_deribit("BTC-24JUN22-15000-P"),
+        parse_occ("O:SPXW240315C04800000"),
+    ]
     late = dt.datetime(2026, 11, 22, 3, 0, tzinfo=dt.UTC)  # all three long expired
     sim = MarketSim(MarketSettings(seed=1, start=late))
     for contract in examples:

@@ -41,16 +41,18 @@ def test_occ_round_trips(root: str, expiration: dt.date, strike: int, right: str
 
 
 @given(roots, expirations, st.integers(1, 10**9), rights)
-def test_theta_round_trips_including_strings(root: str, expiration: dt.date, strike: int,
-                                             right: str) -> None:
+def test_theta_round_trips_including_strings(
+    root: str, expiration: dt.date, strike: int, right: str
+) -> None:
     contract = OptionContract(root, expiration, strike, right)
     fields = to_theta(contract)
     assert from_theta(*fields) == contract
     assert from_theta(*(str(f) for f in fields)) == contract
 
 
-@given(st.sampled_from(["BTC", "ETH", "SOL", "XRP_USDC"]), expirations,
-       st.integers(1, 10**8), rights)
+@given(
+    st.sampled_from(["BTC", "ETH", "SOL", "XRP_USDC"]), expirations, st.integers(1, 10**8), rights
+)
 def test_deribit_round_trips(root: str, expiration: dt.date, strike: int, right: str) -> None:
     contract = OptionContract(root, expiration, strike, right)
     assert parse_deribit(format_deribit(contract)) == contract
@@ -65,21 +67,31 @@ def test_documented_names() -> None:
     assert underlying_of("SPXW") == "SPX" and underlying_of("XRP_USDC") == "XRP"
 
 
-@pytest.mark.parametrize("bad", ["O:SPY251219X00650000", "SPY251219C00650000",
-                                 "O:SPY251319C00650000", "O:SPY251219C00000000", ""])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "O:SPY251219X00650000",
+        "SPY251219C00650000",
+        "O:SPY251319C00650000",
+        "O:SPY251219C00000000",
+        "",
+    ],
+)
 def test_bad_occ_is_refused(bad: str) -> None:
     with pytest.raises(SymbolError):
         parse_occ(bad)
 
 
-@pytest.mark.parametrize("bad", ["BTC-05JUL16-650-C", "BTC-5JLY16-650-C", "BTC-31FEB25-1-C",
-                                 "BTC-5JUL16-650"])
+@pytest.mark.parametrize(
+    "bad", ["BTC-05JUL16-650-C", "BTC-5JLY16-650-C", "BTC-31FEB25-1-C", "BTC-5JUL16-650"]
+)
 def test_bad_deribit_is_refused(bad: str) -> None:
     with pytest.raises(SymbolError):
         parse_deribit(bad)
 
 
 # -- Eastern time -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("utc", "date", "ms_of_day"),
@@ -101,8 +113,8 @@ def test_eastern_time_across_both_2025_switches(utc: str, date: int, ms_of_day: 
 
 def test_clock_maps_run_seconds_to_unix_time() -> None:
     clock = MarketClock(dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN), epoch=100.0)
-    assert from_unix_ns(clock.unix_ns(90.5), EASTERN) == dt.datetime(2025, 3, 14, 9, 31, 30, 500000,
-                                                                   tzinfo=EASTERN)
+    expected = dt.datetime(2025, 3, 14, 9, 31, 30, 500000, tzinfo=EASTERN)
+    assert from_unix_ns(clock.unix_ns(90.5), EASTERN) == expected
     assert clock.trio_time(5.0) == 105.0 and clock.t_of(clock.unix_ns(42.0)) == 42.0
 
 
@@ -123,10 +135,15 @@ def test_regular_hours() -> None:
 
 # -- pricing --------------------------------------------------------------------------------------
 
-@given(st.floats(50, 500), st.floats(20, 800), st.floats(0.01, 3.0), st.floats(0.05, 1.5),
-       st.floats(0.0, 0.08))
-def test_put_call_parity(spot: float, strike: float, years: float, vol: float,
-                         rate: float) -> None:
+
+@given(
+    st.floats(50, 500),
+    st.floats(20, 800),
+    st.floats(0.01, 3.0),
+    st.floats(0.05, 1.5),
+    st.floats(0.0, 0.08),
+)
+def test_put_call_parity(spot: float, strike: float, years: float, vol: float, rate: float) -> None:
     call = pricing.black_scholes(spot, strike, years, vol, True, rate)
     put = pricing.black_scholes(spot, strike, years, vol, False, rate)
     assert call - put == pytest.approx(spot - strike * math.exp(-rate * years), abs=1e-7 * spot)
@@ -149,7 +166,7 @@ def test_implied_vol_inverts_black76() -> None:
 
 
 def test_amberdata_documented_greeks_are_reproduced() -> None:
-    """The documented snapshot: BTC-24JUN22-15000-P at 2021-12-01 10:38 UTC, F 60041.9, IV 102.15."""
+    """The documented snapshot: BTC-24JUN22-15000-P, 2021-12-01 10:38 UTC, F 60041.9, IV 102.15."""
     expiry = dt.datetime(2022, 6, 24, 8, tzinfo=dt.UTC)
     now = dt.datetime.fromtimestamp(1638355080000 / 1000, dt.UTC)
     years = (expiry - now).total_seconds() / (365 * 86400)

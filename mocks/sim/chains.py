@@ -80,7 +80,7 @@ def chain(
         for strike in strikes:
             if strike <= 0:
                 continue
-            milli = int(math.floor(strike * 1000 + 0.5))
+            milli = math.floor(strike * 1000 + 0.5)
             out.append(OptionContract(root, expiration, milli, "C"))
             out.append(OptionContract(root, expiration, milli, "P"))
     return out

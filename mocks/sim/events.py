@@ -1,8 +1,9 @@
 """Vendor-neutral market events: what the simulator publishes and every vendor mock renders.
 
 Events are named tuples: immutable, cheap to make (the market makes millions), and
-`event._replace(...)` is how a fault changes one. `ts_ns` is Unix time in nanoseconds; vendors format it their own way (Massive ms, Theta
-`ms_of_day` in US Eastern time, Amberdata ms plus nanoseconds). `exchange` fields are MIC-like
+`event._replace(...)` is how a fault changes one. `ts_ns` is Unix time in nanoseconds; vendors
+format it their own way (Massive ms, Theta `ms_of_day` in US Eastern time, Amberdata ms plus
+nanoseconds). `exchange` fields are MIC-like
 short names from `mocks.sim.exchanges`; each vendor maps them to its own numeric ids.
 """
 
@@ -38,7 +39,7 @@ class OptionTrade(NamedTuple):
 
 
 class UnderlyingTick(NamedTuple):
-    """The underlying's price (spot for equities, index level for indices, the forward for crypto)."""
+    """The underlying's price: spot for equities, index level for indices, forward for crypto."""
 
     ts_ns: int
     root: str

@@ -80,6 +80,7 @@ class _UnderlyingPath:
     """
 
     __slots__ = (
+        "base",
         "drift_step",
         "info",
         "is_open",
@@ -88,11 +89,10 @@ class _UnderlyingPath:
         "kind",
         "last_report",
         "prices",
-        "base",
+        "reported_k",
+        "rng",
         "sigma_step",
         "step",
-        "rng",
-        "reported_k",
     )
 
     def __init__(
@@ -134,7 +134,7 @@ class _UnderlyingPath:
 
     def forget_before(self, t: float) -> None:
         """Drop grid points no event can ask for any more (everything before `t`)."""
-        drop = int(t / self.step) - 1 - self.base
+        drop = min(int(t / self.step) - 1 - self.base, len(self.prices) - 1)
         if drop > 256:
             del self.prices[:drop]
             self.base += drop
@@ -193,8 +193,8 @@ class _ContractState:
         "crypto",
         "delta",
         "digits",
-        "expiry_ns",
         "exchange",
+        "expiry_ns",
         "gamma",
         "inv_quote_rate",
         "inv_trade_rate",
