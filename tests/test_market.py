@@ -212,3 +212,17 @@ def test_any_seed_gives_sane_quotes(seed: int, minutes: int) -> None:
     for e in sim.advance(60.0 * minutes):
         if isinstance(e, OptionQuote):
             assert 0 <= e.bid < e.ask
+
+
+def test_cboe_proprietary_index_options_quote_on_cboe_only() -> None:
+    sim = MarketSim(MarketSettings(seed=1, start=START))
+    sim.watch(parse_occ("O:SPXW250314C05600000"))
+    sim.watch(SPY[0])
+    venues: dict[str, set[str]] = {"SPXW": set(), "SPY": set()}
+    for e in sim.advance(900.0):
+        if isinstance(e, OptionQuote):
+            venues[e.contract.root] |= {e.bid_exchange, e.ask_exchange}
+        elif isinstance(e, OptionTrade):
+            venues[e.contract.root].add(e.exchange)
+    assert venues["SPXW"] == {"XCBO"}
+    assert len(venues["SPY"]) > 5

@@ -34,6 +34,9 @@ US_OPTIONS_WEIGHTS: tuple[float, ...] = tuple(w for _, _, w in US_OPTIONS_EXCHAN
 
 DEFAULT_CRYPTO_EXCHANGE = "deribit"
 
+# Proprietary products listed on one exchange only: Cboe's index options.
+SINGLE_LISTED = {"SPX": "XCBO", "SPXW": "XCBO", "XSP": "XCBO", "VIX": "XCBO", "VIXW": "XCBO"}
+
 # Neutral trade-condition names with their rough frequency; vendors map them to their own codes.
 TRADE_CONDITIONS: tuple[tuple[str, float], ...] = (
     ("auto_execution", 55.0),

@@ -32,6 +32,7 @@ from mocks.sim.contracts import Kind, OptionContract, Underlying, underlying
 from mocks.sim.events import Event, IndexPrice, OptionQuote, OptionTrade, UnderlyingTick
 from mocks.sim.exchanges import (
     DEFAULT_CRYPTO_EXCHANGE,
+    SINGLE_LISTED,
     TRADE_CONDITIONS,
     US_OPTIONS_MICS,
     US_OPTIONS_WEIGHTS,
@@ -231,7 +232,10 @@ class _ContractState:
         self.penny = path.info.penny_pilot
         self.tick = 0.0005 if self.crypto else 0.01
         self.digits = 4 if self.crypto else 2
-        self.exchange = DEFAULT_CRYPTO_EXCHANGE if self.crypto else ""
+        # One venue for crypto and for Cboe's proprietary products; "" means all 18 US venues.
+        self.exchange = (
+            DEFAULT_CRYPTO_EXCHANGE if self.crypto else SINGLE_LISTED.get(contract.root, "")
+        )
         self.sequence = rng.randrange(1_000_000, 900_000_000)
         self.last_quote: OptionQuote | None = None
         self.mark = Mark(path.info.spot, path.info.vol, 0.0, 0.0)
@@ -425,8 +429,9 @@ class MarketSim:
                     bid_size = 0
                 if ask_n <= bid_n:
                     ask_n = bid_n + 1
-                if crypto:
+                if state.exchange:
                     bid_x = ask_x = state.exchange
+                if crypto:
                     bid, ask = round(bid_n * tick, digits), round(ask_n * tick, digits)
                 elif ask_n * step_cents <= 200_000:
                     bid, ask = cents[bid_n * step_cents], cents[ask_n * step_cents]
