@@ -11,23 +11,46 @@ feed, `Session.overflowed` decides (Massive: `slow_consumer`, then close).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import trio
 import trio_websocket
 
 from mocks.hub import Hub
+from mocks.ledger import Ledger
 from mocks.session import Abort, Action, Close, ConnectionInfo, Send, Session, VendorServer
 from mocks.sim.actor import Market
 from mocks.sim.events import Event
 from mocks.sim.rng import derive_rng
 from mocks.transport import Link, memory_pair, serve_tcp
+
+
+class MessageFilter(Protocol):
+    """Where message-level faults act: on market events before the session renders them, and
+    on each rendered frame before it is sent. `mocks.director.MessageFaults` is the real one."""
+
+    def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]: ...
+
+    def on_frame(self, conn: Connection, frame: Send) -> Send: ...
+
+
+class _NoFaults:
+    def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]:
+        return events
+
+    def on_frame(self, conn: Connection, frame: Send) -> Send:
+        return frame
+
+
+NO_FAULTS = _NoFaults()
 
 MAX_MESSAGE_SIZE = 1 << 20  # what the vendors' own clients accept; the mocks read the same
 HANDSHAKE_TIMEOUT = 10.0
@@ -64,6 +87,7 @@ class Connection:
         self._poked = False
         self._wake = trio.Event()
         self._drained = trio.Event()
+        self._injected: list[Action] = []
         self._ending: Action | None = None  # a close or abort ordered from outside
         self._client_gone = False
 
@@ -79,6 +103,7 @@ class Connection:
 
     def deliver(self, events: list[Event]) -> None:
         """Market events for this connection. Past `max_buffer` unsent events: overflow."""
+        self.server.ledger.note(self.conn_id, "routed", events)
         if len(self._events) + len(events) > self.max_buffer:
             if not self._overflowed:
                 self.stats.overflows += 1
@@ -108,6 +133,17 @@ class Connection:
         self._end(Abort())
         await self.done.wait()
 
+    async def reset(self) -> None:
+        """Drop the connection with a TCP reset."""
+        self.close_code = 1006
+        await self.link.reset()
+        await self.done.wait()
+
+    def inject(self, action: Action) -> None:
+        """Send something the session did not decide to send (an oversize frame, a status)."""
+        self._injected.append(action)
+        self._wake.set()
+
     def stall(self) -> None:
         self.link.stall()
 
@@ -125,6 +161,7 @@ class Connection:
         market, session = self.server.market, self.session
         hub = self.server.hub
         hub.register(self.conn_id, self.poke)
+        self.server.ledger.opened(self.conn_id, market.now())
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read)
@@ -133,14 +170,21 @@ class Connection:
                 while True:
                     deadline = session.next_deadline()
                     at = math.inf if deadline is None else market.trio_time(deadline)
-                    with trio.move_on_at(at):
+                    with trio.move_on_at(at) as timer:
                         await self._wake.wait()
                     self._wake = trio.Event()
-                    if not await self._step(session, market.now()):
+                    now = market.now()
+                    if timer.cancelled_caught and deadline is not None:
+                        # Woken by the deadline: it is due, whatever float rounding says.
+                        now = max(now, deadline)
+                    if not await self._step(session, now):
                         break
                 nursery.cancel_scope.cancel()
         finally:
             self.closed_at = market.now()
+            self.server.ledger.closed(
+                self.conn_id, self.closed_at, self.close_code, self.client_close_code
+            )
             hub.forget(self.conn_id)
             session.closed(market.now())
             self.done.set()
@@ -154,6 +198,10 @@ class Connection:
         if self._ending is not None:
             await self._perform([self._ending])
             return False
+        if self._injected:
+            injected, self._injected = self._injected, []
+            if not await self._perform(injected):
+                return False
         while self._messages:
             if not await self._perform(session.received(self._messages.popleft(), now)):
                 return False
@@ -165,7 +213,8 @@ class Connection:
         if self._events:
             events, self._events = self._events, []
             self._drained.set()
-            if not await self._perform(session.publish(events, now)):
+            events = self.server.faults.on_events(self, events, now)
+            if events and not await self._perform(session.publish(events, now)):
                 return False
         deadline = session.next_deadline()
         if self._poked or (deadline is not None and deadline <= now):
@@ -178,12 +227,14 @@ class Connection:
         """Carry out a session's actions; False once the connection is finished."""
         for action in actions:
             if isinstance(action, Send):
+                action = self.server.faults.on_frame(self, action)
                 try:
                     await self.ws.send_message(action.data)
                 except trio_websocket.ConnectionClosed:
                     return False
                 self.stats.frames_sent += 1
                 self.stats.events_sent += len(action.events)
+                self.server.ledger.note(self.conn_id, "sent", action.events)
                 self.server.on_sent(self, action)
             elif isinstance(action, Close):
                 self.close_code = action.code
@@ -223,6 +274,7 @@ class MockServer:
         seed: int = 0,
         max_buffer: int = 50_000,
         backpressure: bool = False,
+        keep_events: bool = True,
     ) -> None:
         self.vendor = vendor
         self.hub = hub
@@ -238,6 +290,11 @@ class MockServer:
         self._nursery: trio.Nursery | None = None
         self.taps: list[Callable[[Connection, Send], None]] = []  # recorder, ledger
         self.refusing = False  # a `restart` fault: the port refuses connections for a while
+        self.ledger = Ledger(keep_events)
+        # Called with every newly accepted connection: network conditions (latency, bandwidth,
+        # ...) that a fault set for a while apply to reconnections too.
+        self.on_accept: list[Callable[[Connection], None]] = []
+        self.faults: MessageFilter = NO_FAULTS  # message-level faults (mocks.director)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The feed actor: split every market batch by connection. Connections run in here too."""
@@ -297,11 +354,25 @@ class MockServer:
             conn = Connection(info, session, link, ws, self, self.max_buffer)
             self.connections[info.conn_id] = conn
             self.history.append(conn)
+            for hook in self.on_accept:
+                hook(conn)
             try:
                 await conn.run()
             finally:
                 del self.connections[info.conn_id]
                 nursery.cancel_scope.cancel()
+
+    async def restart(self, downtime: float) -> None:
+        """Every connection drops without a close frame, the port refuses new connections for
+        `downtime` seconds, then the server serves again (a deploy, a crash and restart)."""
+        self.refusing = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for conn in list(self.connections.values()):
+                    nursery.start_soon(conn.abort)
+            await trio.sleep(downtime)
+        finally:
+            self.refusing = False
 
     async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Also listen on TCP; returns the bound port."""
@@ -315,20 +386,27 @@ class MockServer:
     ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
         """An in-memory WebSocket to this server (the `Connector` clients take under test)."""
         assert self._nursery is not None, "MockServer.run must be started first"
+        if self.refusing:  # what a TCP client sees from a port nobody listens on
+            refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+            raise trio_websocket.HandshakeError() from refused
         client_end, server_end = memory_pair()
         self._nursery.start_soon(self.handle_stream, server_end, "memory")
         parts = urlsplit(url)
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             async with trio.open_nursery() as nursery:
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    client_end,  # type: ignore[arg-type]  # any Stream works; typed too narrowly
-                    parts.hostname or "localhost",
-                    resource,
-                    extra_headers=list(headers or []),
-                    max_message_size=MAX_MESSAGE_SIZE,
-                )
+                try:
+                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            client_end,  # type: ignore[arg-type]  # any Stream; typed narrowly
+                            parts.hostname or "localhost",
+                            resource,
+                            extra_headers=list(headers or []),
+                            max_message_size=MAX_MESSAGE_SIZE,
+                        )
+                except trio.TooSlowError:
+                    raise trio_websocket.ConnectionTimeout() from None
                 try:
                     yield ws
                 finally:

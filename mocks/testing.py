@@ -11,13 +11,17 @@ clients that need a real socket (other processes, asyncio libraries in a thread)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from mocks.director import Applied, Director
+from mocks.faults import Fault, parse_fault
 from mocks.hub import Hub
+from mocks.ledger import Ledger
 from mocks.server import Connection, MockServer
 from mocks.session import VendorServer
 from mocks.sim.actor import Market
@@ -28,9 +32,10 @@ from mocks.vendors import vendor_spec
 class MockService:
     """A running vendor mock: its core, the market, and the connections it serves."""
 
-    def __init__(self, vendor: str, server: MockServer, path: str) -> None:
+    def __init__(self, vendor: str, server: MockServer, path: str, director: Director) -> None:
         self.vendor = vendor
         self._server = server
+        self.director = director
         self.path = path
         self.url = f"ws://{vendor}.mock{path}"  # host ignored by the in-memory connector
         self.connector = server.connect
@@ -62,6 +67,16 @@ class MockService:
         """Every connection ever accepted, open or closed, in order."""
         return self._server.history
 
+    @property
+    def ledger(self) -> Ledger:
+        return self._server.ledger
+
+    async def inject(self, kind: str, **params: Any) -> Applied:
+        """Apply a fault now: `await mock.inject("close", code=1011)`; `connection=N` targets the
+        N-th accepted connection, `contract=...` one contract (message faults)."""
+        params.setdefault("at", "0s")
+        return await self.director.inject(parse_fault({"kind": kind, **params}, self.vendor))
+
     async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self.tcp_port = await self._server.serve_tcp(host, port)
         return self.tcp_port
@@ -85,6 +100,8 @@ async def run_mock(
     market_resolution: float = 0.05,
     api_keys: tuple[str, ...] = (),
     max_buffer: int = 50_000,
+    faults: Sequence[Fault] = (),
+    horizon: float = math.inf,
     **options: Any,
 ) -> AsyncIterator[MockService]:
     """Start the market and one vendor's mock in a nursery; cancel both on exit."""
@@ -94,10 +111,14 @@ async def run_mock(
     hub = Hub(actor)
     core = spec.create_server(hub, actor.sim, api_keys=api_keys, **options)
     server = MockServer(core, hub, actor, seed=settings.seed, max_buffer=max_buffer)
+    director = Director(
+        server, faults, seed=settings.seed, horizon=horizon, parse_contract=spec.parse_contract
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         await nursery.start(server.run)
+        await nursery.start(director.run)
         try:
-            yield MockService(vendor, server, spec.path)
+            yield MockService(vendor, server, spec.path, director)
         finally:
             nursery.cancel_scope.cancel()

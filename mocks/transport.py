@@ -30,6 +30,8 @@ class Link(trio.abc.Stream):
         self.bandwidth: float | None = None  # bytes per second
         self.slice_size: int | None = None  # write in pieces of this many bytes ...
         self.slice_delay = 0.0  # ... this far apart
+        self.withhold_pong = False  # drop our pong frames: the client's pings go unanswered
+        self.fragment_size: int | None = None  # re-frame messages into continuation frames
         self.bytes_sent = 0
         self.bytes_received = 0
         self.cut_done = False
@@ -48,6 +50,12 @@ class Link(trio.abc.Stream):
         self._flowing.set()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        # trio-websocket writes one WebSocket frame per call (server frames are unmasked), which
+        # is what lets the WebSocket-level faults below work on the bytes.
+        if self.withhold_pong and len(data) >= 2 and data[0] & 0x0F == _PONG:
+            return
+        if self.fragment_size and len(data) >= 2 and data[0] & 0x0F in (_TEXT, _BINARY):
+            data = fragment_frame(bytes(data), self.fragment_size)
         await self._flowing.wait()
         if self.latency or self.jitter:
             await trio.sleep(self.latency + self._rng.uniform(0.0, self.jitter))
@@ -96,6 +104,37 @@ class Link(trio.abc.Stream):
             except OSError:
                 pass
         await self.cut()
+
+
+_TEXT, _BINARY, _PONG = 0x1, 0x2, 0xA
+
+
+def _frame_header(fin: bool, opcode: int, length: int) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return bytes((first, 126)) + length.to_bytes(2, "big")
+    return bytes((first, 127)) + length.to_bytes(8, "big")
+
+
+def fragment_frame(frame: bytes, size: int) -> bytes:
+    """Split one unmasked, unfragmented data frame into a first frame and continuation frames."""
+    opcode = frame[0] & 0x0F
+    if not frame[0] & 0x80 or frame[1] & 0x80:
+        return frame  # already a fragment, or masked: leave it alone
+    length = frame[1] & 0x7F
+    offset = 2
+    if length == 126:
+        length, offset = int.from_bytes(frame[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(frame[2:10], "big"), 10
+    payload = frame[offset : offset + length]
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+    out = bytearray()
+    for i, piece in enumerate(pieces):
+        out += _frame_header(i == len(pieces) - 1, opcode if i == 0 else 0, len(piece)) + piece
+    return bytes(out)
 
 
 StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]

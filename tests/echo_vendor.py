@@ -34,8 +34,13 @@ class EchoSession:
 
     def publish(self, events: Sequence[Event], now: float) -> list[Action]:
         return [
-            Send(orjson.dumps({"sym": format_occ(e.contract), "q": e.sequence, "t": e.ts_ns})
-                 .decode(), (e,))
+            Send(
+                orjson.dumps(
+                    {"sym": format_occ(e.contract), "q": e.sequence, "t": e.ts_ns,
+                     "bp": e.bid, "ap": e.ask}
+                ).decode(),
+                (e,),
+            )
             for e in events
             if isinstance(e, OptionQuote)
         ]
