@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -182,6 +183,9 @@ def _watch(args: argparse.Namespace) -> int:
             )
         )
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `feedlab watch ... | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a client error is the user's news, not a traceback
         print(f"feedlab: error: {exc}", file=sys.stderr)
