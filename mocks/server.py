@@ -42,6 +42,19 @@ class MessageFilter(Protocol):
     def on_frame(self, conn: Connection, frame: Send) -> Send: ...
 
 
+class WireObserver(Protocol):
+    """Sees every connection's wire traffic as it happens: the recorder is one."""
+
+    def opened(self, conn: Connection, now: float) -> None: ...
+
+    def received(self, conn: Connection, message: str | bytes, now: float) -> None: ...
+
+    def sent(self, conn: Connection, message: str | bytes, now: float) -> None: ...
+
+    def closed(self, conn: Connection, now: float) -> None:
+        """`conn.close_code` (server) / `conn.client_close_code` say who closed, and how."""
+
+
 class _NoFaults:
     def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]:
         return events
@@ -162,6 +175,8 @@ class Connection:
         hub = self.server.hub
         hub.register(self.conn_id, self.poke)
         self.server.ledger.opened(self.conn_id, market.now())
+        for observer in self.server.observers:
+            observer.opened(self, market.now())
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read)
@@ -185,6 +200,8 @@ class Connection:
             self.server.ledger.closed(
                 self.conn_id, self.closed_at, self.close_code, self.client_close_code
             )
+            for observer in self.server.observers:
+                observer.closed(self, self.closed_at)
             hub.forget(self.conn_id)
             session.closed(market.now())
             self.done.set()
@@ -236,6 +253,8 @@ class Connection:
                 self.stats.events_sent += len(action.events)
                 self.server.ledger.note(self.conn_id, "sent", action.events)
                 self.server.on_sent(self, action)
+                for observer in self.server.observers:
+                    observer.sent(self, action.data, self.server.market.now())
             elif isinstance(action, Close):
                 self.close_code = action.code
                 with trio.move_on_after(2.0):
@@ -253,6 +272,8 @@ class Connection:
             while True:
                 message = await self.ws.get_message()
                 self.stats.frames_received += 1
+                for observer in self.server.observers:
+                    observer.received(self, message, self.server.market.now())
                 self._messages.append(message)
                 self._wake.set()
         except trio_websocket.ConnectionClosed as closed:
@@ -288,7 +309,8 @@ class MockServer:
         self.history: list[Connection] = []
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
-        self.taps: list[Callable[[Connection, Send], None]] = []  # recorder, ledger
+        self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
+        self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
         self.refusing = False  # a `restart` fault: the port refuses connections for a while
         self.ledger = Ledger(keep_events)
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
