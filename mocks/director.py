@@ -426,7 +426,7 @@ class Director:
         core: Any = self.server.vendor
         kind = fault.kind
         if kind == "auth_failure":
-            core.auth_failure(int(fault.param("count")))
+            core.auth_failure(int(fault.param("attempts")))
         elif kind in ("evict", "slow_consumer", "force_disconnect"):
             method = getattr(core, kind)
             for conn in targets:

@@ -196,7 +196,7 @@ KINDS: dict[str, FaultKind] = _kinds(
         "auth_failure",
         "session",
         "The next authentications fail as the vendor fails them.",
-        (Param("count", int, 1, "how many"),),
+        (Param("attempts", int, 1, "how many authentication attempts fail"),),
         vendors=frozenset({"massive", "amberdata"}),
     ),
     FaultKind(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from mocks.hub import Hub
 from mocks.ledger import Ledger
@@ -66,6 +68,25 @@ class _NoFaults:
 NO_FAULTS = _NoFaults()
 
 MAX_MESSAGE_SIZE = 1 << 20  # what the vendors' own clients accept; the mocks read the same
+logger = logging.getLogger("feedlab.server")
+
+
+def _benign(exc: BaseException) -> bool:
+    """Endings a network connection may have at any moment: not bugs of the mock. (A client's
+    ping racing the server's close makes wsproto refuse to send the pong, for instance.)"""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_benign(e) for e in exc.exceptions)
+    return isinstance(
+        exc,
+        trio.BrokenResourceError
+        | trio.ClosedResourceError
+        | trio_websocket.ConnectionClosed
+        | LocalProtocolError
+        | OSError,
+    )
+
+
+CLOSE_TIMEOUT = 5.0  # seconds a close frame may take to get out before the server drops TCP
 HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -137,13 +158,21 @@ class Connection:
     # -- fault controls ----------------------------------------------------------------------------
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close with a close frame, as the server would."""
+        """Close with a close frame, as the server would. A close frame that cannot get out
+        (a stalled link, a client that stopped reading) is given up after a while and the
+        connection dropped, as a real server does."""
         self._end(Close(code, reason))
-        await self.done.wait()
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self.done.wait()
+            return
+        await self.abort()
 
     async def abort(self) -> None:
-        """Drop the connection without a close frame."""
+        """Drop the connection without a close frame, whatever the driver is doing."""
+        if self.close_code is None:
+            self.close_code = 1006
         self._end(Abort())
+        await self.link.cut()
         await self.done.wait()
 
     async def reset(self) -> None:
@@ -313,6 +342,7 @@ class MockServer:
         self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
         self.refusing = False  # a `restart` fault: the port refuses connections for a while
         self.ledger = Ledger(keep_events)
+        self.errors: list[BaseException] = []  # what broke single connections (bugs, not faults)
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
         # ...) that a fault set for a while apply to reconnections too.
         self.on_accept: list[Callable[[Connection], None]] = []
@@ -340,7 +370,28 @@ class MockServer:
     # -- accepting connections ---------------------------------------------------------------------
 
     async def handle_stream(self, stream: trio.abc.Stream, remote: str) -> None:
-        """Serve one client's byte stream: handshake, then the connection until it ends."""
+        """Serve one client's byte stream. Whatever goes wrong on one connection ends that
+        connection only: the server keeps serving the others (and records the error)."""
+        try:
+            await self._serve_stream(stream, remote)
+        except BaseException as exc:  # sorted below: cancellation, benign endings, bugs
+            if isinstance(exc, trio.Cancelled | KeyboardInterrupt) or (
+                isinstance(exc, BaseExceptionGroup)
+                and exc.subgroup(lambda e: isinstance(e, trio.Cancelled | KeyboardInterrupt))
+                is not None
+            ):
+                raise
+            bugs = (
+                exc.subgroup(lambda e: not _benign(e))
+                if isinstance(exc, BaseExceptionGroup)
+                else (None if _benign(exc) else exc)
+            )
+            if bugs is not None:
+                self.errors.append(bugs)
+                logger.error("connection from %s failed", remote, exc_info=bugs)
+
+    async def _serve_stream(self, stream: trio.abc.Stream, remote: str) -> None:
+        """Handshake, then the connection until it ends."""
         link = Link(stream, derive_rng(self.seed, f"link:{remote}"))
         if self.refusing:
             await trio.aclose_forcefully(link)

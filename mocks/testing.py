@@ -122,3 +122,5 @@ async def run_mock(
             yield MockService(vendor, server, spec.path, director)
         finally:
             nursery.cancel_scope.cancel()
+    if server.errors:  # a bug of the mock on one connection must fail the test that hit it
+        raise server.errors[0]

@@ -93,6 +93,7 @@ class Link(trio.abc.Stream):
     async def cut(self) -> None:
         """Close the connection without a WebSocket close frame (the client sees 1006)."""
         self.cut_done = True
+        self._flowing.set()  # writers blocked by a stall now fail on the closed stream
         await trio.aclose_forcefully(self._stream)
 
     async def reset(self) -> None:

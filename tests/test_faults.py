@@ -14,11 +14,12 @@ import wsproto
 import wsproto.events
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto.utilities import LocalProtocolError
 
 from mocks.director import Director, corrupt
 from mocks.faults import KINDS, Fault, FaultError, fault, parse_duration, parse_fault
 from mocks.hub import Hub
-from mocks.server import MockServer
+from mocks.server import MockServer, _benign
 from mocks.sim.actor import Market
 from mocks.sim.events import OptionQuote
 from mocks.sim.market import MarketSettings
@@ -272,8 +273,11 @@ async def test_drop_removes_events_and_the_ledger_knows(autojump_clock: trio.abc
         received = {q["q"] for q in got}
         assert dropped.isdisjoint(received)
         # everything else routed arrived, except what was still in flight at the end
-        missing = [e for e in record.events["routed"]
-                   if isinstance(e, OptionQuote) and e.sequence not in received | dropped]
+        missing = [
+            e
+            for e in record.events["routed"]
+            if isinstance(e, OptionQuote) and e.sequence not in received | dropped
+        ]
         assert all(e.ts_ns > got[-1]["t"] for e in missing)
 
 
@@ -377,3 +381,42 @@ async def test_network_conditions_follow_reconnects(autojump_clock: trio.abc.Clo
             before = trio.current_time()
             await ws.get_message()
             assert trio.current_time() - before < 0.5
+
+
+async def test_restart_ends_even_a_stalled_connection(autojump_clock: trio.abc.Clock) -> None:
+    async with echo() as (server, director):
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+            await director.inject(fault("stall", at=0))  # no duration: never resumes
+            await director.inject(fault("restart", at=0, duration="10s"))
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await quotes(ws, 30)
+        await trio.sleep(11)
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+
+
+def test_network_endings_are_benign_and_bugs_are_not() -> None:
+    """A client's ping that races the server's close makes wsproto refuse the pong
+    (LocalProtocolError): an ending, not a bug. A session's own exception is a bug."""
+    pong = LocalProtocolError("Event Pong cannot be sent in state ConnectionState.LOCAL_CLOSING")
+    assert _benign(pong) and _benign(BaseExceptionGroup("x", [pong, trio.BrokenResourceError()]))
+    assert not _benign(ZeroDivisionError()) and not _benign(ExceptionGroup("x", [KeyError()]))
+
+
+async def test_a_bug_on_one_connection_spares_the_others(autojump_clock: trio.abc.Clock) -> None:
+    async with echo() as (server, _director), server.connect("ws://x/echo") as healthy:
+        await subscribed(healthy)
+        async with server.connect("ws://x/echo") as doomed:
+            await subscribed(doomed)
+            await doomed.send_message("O:NOT-A-TICKER")  # the echo session raises SymbolError
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await quotes(doomed, 30)
+        await trio.sleep(1)  # the server side finishes after the client saw the close
+        assert len(server.errors) == 1
+        assert await quotes(healthy, 10)
+
+
+def test_auth_failure_takes_a_number_of_attempts() -> None:
+    made = parse_fault({"kind": "auth_failure", "at": "1m", "attempts": 3}, "massive")
+    assert made.param("attempts") == 3
