@@ -1,0 +1,168 @@
+"""The market works ahead in chunks: chunking must never show in what it produces.
+
+Each test runs the same market twice, once with chunks far apart and once with chunks cut every
+few milliseconds of market time (and small blocks of random words, so that streams cross many
+block boundaries), and compares every event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from mocks.sim import market
+from mocks.sim.clock import EASTERN, MarketClock
+from mocks.sim.contracts import OptionContract
+from mocks.sim.events import Event, OptionQuote, OptionTrade
+from mocks.sim.market import MarketSettings, MarketSim
+from mocks.sim.symbols import parse_deribit, parse_occ
+
+START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
+SPY = [parse_occ(f"O:SPY250321{r}00{k}000") for k in (565, 570, 575, 580, 585) for r in "CP"]
+SPXW = parse_occ("O:SPXW250314C05600000")
+BTC = parse_deribit("BTC-28MAR25-60000-C")
+
+
+@contextmanager
+def chunks(seconds: float) -> Iterator[None]:
+    """Chunks of `seconds` of market time, and small blocks of random words (so that streams
+    cross many block boundaries)."""
+    saved = (
+        market._CHUNK_EVENTS_PER_INSTRUMENT,
+        market._CHUNK_MIN_NS,
+        market._CHUNK_MAX_NS,
+        market._QUOTE_BLOCK,
+        market._TRADE_BLOCK,
+    )
+    market._CHUNK_EVENTS_PER_INSTRUMENT = 0
+    market._CHUNK_MIN_NS = market._CHUNK_MAX_NS = round(seconds * 1e9)
+    market._QUOTE_BLOCK, market._TRADE_BLOCK = 7, 3
+    try:
+        yield
+    finally:
+        (
+            market._CHUNK_EVENTS_PER_INSTRUMENT,
+            market._CHUNK_MIN_NS,
+            market._CHUNK_MAX_NS,
+            market._QUOTE_BLOCK,
+            market._TRADE_BLOCK,
+        ) = saved
+
+
+Plan = list[tuple[float, list[OptionContract]]]  # (time, contracts watched then)
+
+
+def play(
+    plan: Plan, until: float, window: float, start: dt.datetime = START, **settings: object
+) -> list[Event]:
+    """Watch as planned, advancing `window` seconds at a time (and to each watch's time)."""
+    sim = MarketSim(MarketSettings(seed=7, start=start, **settings))  # type: ignore[arg-type]
+    watches: dict[float, list[OptionContract]] = {}
+    for t, contracts in plan:
+        watches.setdefault(t, []).extend(contracts)
+    steps = {i * window for i in range(1, int(until / window) + 1)}
+    events: list[Event] = []
+    for t in sorted({*watches, *steps, until}):
+        events += sim.advance(t)
+        for contract in watches.get(t, []):
+            assert sim.watch(contract)
+    return events
+
+
+def digest(events: list[Event]) -> str:
+    return hashlib.sha256(repr(events).encode()).hexdigest()
+
+
+def both(
+    plan: Plan,
+    until: float,
+    window: float,
+    small: float = 0.02,
+    start: dt.datetime = START,
+    **settings: object,
+) -> list[Event]:
+    """The stream with one chunk for the whole run, sliced coarsely, and with `small` chunks,
+    sliced finely: they must be the same, event for event."""
+    with chunks(until + 1.0):
+        wide = play(plan, until, 10 * window, start, **settings)
+    with chunks(small):
+        narrow = play(plan, until, window, start, **settings)
+    assert len(narrow) == len(wide)
+    assert digest(narrow) == digest(wide)
+    return wide
+
+
+def test_chunk_and_block_boundaries_do_not_show() -> None:
+    events = both([(0.0, [*SPY, SPXW, BTC])], 120.0, 0.37)
+    kinds = {type(e) for e in events}
+    assert kinds == {OptionQuote, OptionTrade}
+    assert {e.contract for e in events if isinstance(e, OptionQuote)} == {*SPY, SPXW, BTC}
+
+
+def test_contracts_watched_inside_a_generated_chunk() -> None:
+    plan: Plan = [(0.0, SPY[:3]), (3.3, SPY[3:6]), (41.5, [SPXW]), (42.0, [BTC])]
+    events = both(plan, 90.0, 0.5)
+    first_btc = min(e.ts_ns for e in events if getattr(e, "contract", None) == BTC)
+    assert first_btc >= MarketClock(START).unix_ns(42.0)
+    # and a newcomer's stream depends only on (seed, contract, when it was first watched)
+    with chunks(90.0):
+        alone = play([(42.0, [BTC])], 90.0, 90.0)
+    assert alone == [e for e in events if getattr(e, "contract", None) == BTC]
+
+
+def test_total_rate_changes_at_each_watch_whatever_the_chunks() -> None:
+    plan: Plan = [(0.0, SPY[:2]), (5.25, SPY[2:5]), (5.25, []), (17.0, SPY[5:]), (30.0, [SPXW])]
+    events = both(plan, 60.0, 0.25, total_rate=40.0)
+    late = [e for e in events if e.ts_ns >= MarketClock(START).unix_ns(31.0)]
+    assert len(late) == pytest.approx(40 * 29, rel=0.3)
+
+
+def test_market_hours_across_closes_whatever_the_chunks() -> None:
+    friday_close = dt.datetime(2025, 3, 14, 15, 58, tzinfo=EASTERN)
+    plan: Plan = [(0.0, [SPY[0], SPY[5]]), (900.0, [SPY[1]])]
+    until = 3 * 86_400.0 + 600.0  # to Monday 16:08
+    events = both(plan, until, 97.0, small=7.0, start=friday_close, always_open=False)
+    for e in events:
+        local = dt.datetime.fromtimestamp(e.ts_ns / 1e9, EASTERN)
+        assert local.weekday() < 5 and dt.time(9, 30) <= local.time() < dt.time(16, 0)
+    friday = [e for e in events if e.ts_ns < MarketClock(friday_close).unix_ns(120.0)]
+    assert friday  # two minutes of Friday ...
+    # ... then Monday, including the contract watched on Friday after the close
+    assert any(getattr(e, "contract", None) == SPY[1] for e in events)
+
+
+def test_last_quote_and_mark_follow_what_was_returned() -> None:
+    with chunks(5.0):
+        sim = MarketSim(MarketSettings(seed=3, start=START))
+        sim.watch(SPY[4])
+        standing: OptionQuote | None = None
+        years = []
+        for i in range(1, 300):
+            t = sim.next_time()
+            assert t is not None
+            batch = sim.advance(t if i % 2 else i * 3.7)
+            for e in batch:
+                if isinstance(e, OptionQuote):
+                    standing = e
+            assert sim.last_quote(SPY[4]) == standing
+            mark = sim.mark(SPY[4])
+            assert mark is not None and 0.0 < mark.value < 20.0
+            years.append(mark.years)
+        assert standing is not None
+        assert years == sorted(years, reverse=True) and years[0] > years[-1]
+
+
+def test_next_time_is_when_the_next_event_is() -> None:
+    sim = MarketSim(MarketSettings(seed=5, start=START))
+    assert sim.next_time() is None
+    sim.watch(SPY[2])
+    sim.watch_underlying("SPX")
+    for _ in range(100):
+        t = sim.next_time()
+        assert t is not None
+        batch = sim.advance(t)
+        assert batch and batch[-1].ts_ns <= sim.clock.unix_ns(t) + 1
