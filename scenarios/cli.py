@@ -1,0 +1,68 @@
+"""`feedlab run` and `feedlab serve --scenario`: the command-line side of scenarios.
+
+Bad scenario files are the user's input: one line naming file, key and problem, exit code 2
+(raised as the CLI's `UsageError`). `run` exits 0 only when every expectation of every scenario
+held, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mocks.cli import UsageError
+from scenarios.model import Scenario, ScenarioError, load_scenario
+from scenarios.report import Report, render_table, write_reports
+
+
+def load_all(paths: list[str]) -> list[Scenario]:
+    try:
+        return [load_scenario(p) for p in paths]
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_command(paths: list[str], seed: int | None, report: str | None, realtime: bool) -> int:
+    from scenarios.runner import load_factory, run_scenario_sync
+
+    scenarios = load_all(paths)
+    if report is not None and not Path(report).parent.is_dir():
+        raise UsageError(f"--report: no such directory: {Path(report).parent}")
+    try:
+        for s in scenarios:
+            load_factory(s)  # a missing client factory is a bad file, found before any run
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    reports: list[Report] = []
+    for s in scenarios:
+        result = run_scenario_sync(s, seed=seed, realtime=realtime)
+        print(result.summary_line(), file=sys.stderr, flush=True)
+        reports.append(result)
+    sys.stdout.write(render_table(reports))
+    if report is not None:
+        write_reports(reports, report)
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def serve_command(vendor: str, path: str, report: str | None, host: str, port: int | None) -> int:
+    import trio
+
+    from mocks.vendors import VENDORS
+    from scenarios.external import serve_scenario
+
+    if vendor not in VENDORS:
+        raise UsageError(f"unknown vendor {vendor!r}; choose from {', '.join(VENDORS)}")
+    (scenario,) = load_all([path])
+    if scenario.vendor != vendor:
+        raise UsageError(f"{path}: vendor: the scenario is for {scenario.vendor}, not {vendor}")
+    if report is not None and not Path(report).parent.is_dir():
+        raise UsageError(f"--report: no such directory: {Path(report).parent}")
+    try:
+        view = trio.run(serve_scenario, scenario, host, port)
+    except OSError as exc:
+        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(view.summary())
+    if report is not None:
+        view.write(report)
+    return 0

@@ -1,0 +1,246 @@
+"""`feedlab serve VENDOR --scenario FILE`: a scenario's faults against *external* clients (any
+language, any process) on the real clock, and the server's view of how they coped.
+
+There is no client here to ask what it delivered, so the view is what a server can see: the
+connections, their authentications, the delays between one connection's end and the next one's
+start (did the client back off, or hammer the server?), whether each new connection asked for
+the same subscriptions as the one before, and what was sent.
+
+Timing: every client connection gets the scenario's whole fault schedule, counted from the
+moment it first subscribed (the same `at`/`every`/`probability` as in `feedlab run`). Faults that
+act on the whole server (restart, upstream_outage, auth_failure, limits) fire on each
+connection's schedule too. The market runs from the scenario's `start`, seed and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from mocks.server import Connection
+from mocks.sim.market import MarketSettings
+from mocks.testing import MockService, run_mock
+from scenarios.model import Scenario
+from scenarios.runner import subscription_view
+
+POLL = 0.1  # seconds between looks for newly subscribed connections
+
+
+@dataclass
+class ConnectionView:
+    id: int
+    remote: str
+    opened: float
+    closed: float | None = None
+    close_code: int | None = None
+    client_close_code: int | None = None
+    authenticated: bool | None = None  # None: the vendor has no authentication (Theta)
+    subscribed_at: float | None = None
+    subscriptions: list[str] = field(default_factory=list)
+    frames_sent: int = 0
+    events_sent: int = 0
+    frames_received: int = 0
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ServerView:
+    scenario: str
+    vendor: str
+    url: str
+    connections: list[ConnectionView] = field(default_factory=list)
+
+    def reconnect_delays(self) -> list[float]:
+        """Seconds from each connection's end to the next connection's start."""
+        delays = []
+        for before, after in zip(self.connections, self.connections[1:], strict=False):
+            if before.closed is not None:
+                delays.append(round(after.opened - before.closed, 3))
+        return delays
+
+    def restored(self) -> list[bool]:
+        """For each connection after the first that subscribed: the same set as the last one."""
+        out, last = [], None
+        for c in self.connections:
+            if not c.subscriptions:
+                continue
+            if last is not None:
+                out.append(sorted(c.subscriptions) == sorted(last))
+            last = c.subscriptions
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        delays = self.reconnect_delays()
+        return {
+            "scenario": self.scenario,
+            "vendor": self.vendor,
+            "url": self.url,
+            "connections": [dataclasses.asdict(c) for c in self.connections],
+            "auth_attempts": sum(1 for c in self.connections if c.authenticated is not None),
+            "auth_failures": sum(1 for c in self.connections if c.authenticated is False),
+            "reconnect_delays": delays,
+            "immediate_reconnects": sum(1 for d in delays if d < 0.1),
+            "backed_off": _backed_off(delays),
+            "subscriptions_restored": self.restored(),
+            "frames_sent": sum(c.frames_sent for c in self.connections),
+            "events_sent": sum(c.events_sent for c in self.connections),
+        }
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_bytes(
+            orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
+
+    def summary(self) -> str:
+        data = self.to_json()
+        lines = [f"scenario {self.scenario} on {self.url}: {len(self.connections)} connection(s)"]
+        for c in self.connections:
+            closed = "open" if c.closed is None else f"closed at {c.closed:.3f}s"
+            code = c.close_code or c.client_close_code
+            auth = {None: "", True: ", authenticated", False: ", auth failed"}[c.authenticated]
+            lines.append(
+                f"  #{c.id} {c.remote}: opened {c.opened:.3f}s, {closed}"
+                f"{'' if code is None else f' ({code})'}{auth}, "
+                f"{len(c.subscriptions)} subscription(s), {c.events_sent} events in "
+                f"{c.frames_sent} frames, {len(c.faults)} fault(s)"
+            )
+        lines.append(f"reconnect delays (s): {data['reconnect_delays'] or 'none'}")
+        lines.append(
+            f"backed off: {'yes' if data['backed_off'] else 'no'}; "
+            f"immediate reconnects: {data['immediate_reconnects']}"
+        )
+        lines.append(f"subscriptions restored: {data['subscriptions_restored'] or 'n/a'}")
+        return "\n".join(lines) + "\n"
+
+
+def _backed_off(delays: list[float]) -> bool:
+    """A client backs off when it never reconnects at once twice in a row and its delays grow
+    over a run of failures (or there was at most one reconnect, which proves nothing bad)."""
+    if len(delays) <= 1:
+        return all(d >= 0.1 for d in delays)
+    immediate_runs = any(a < 0.1 and b < 0.1 for a, b in itertools.pairwise(delays))
+    return not immediate_runs
+
+
+def _authenticated(conn: Connection) -> bool | None:
+    session: Any = conn.session
+    if hasattr(session, "authenticated"):  # Massive
+        return bool(session.authenticated)
+    if hasattr(session, "plan"):  # Amberdata: a refused key has no plan
+        return session.plan is not None
+    return None
+
+
+class _Watcher:
+    """Gives each client connection its own copy of the schedule once it has subscribed."""
+
+    def __init__(self, s: Scenario, mock: MockService, view: ServerView) -> None:
+        self.s, self.mock, self.view = s, mock, view
+        self.views: dict[int, ConnectionView] = {}
+
+    def view_of(self, conn: Connection) -> ConnectionView:
+        v = self.views.get(conn.conn_id)
+        if v is None:
+            v = ConnectionView(conn.conn_id, conn.info.remote, round(conn.info.opened_at, 3))
+            self.views[conn.conn_id] = v
+            self.view.connections.append(v)
+        return v
+
+    def refresh(self, conn: Connection) -> None:
+        v = self.view_of(conn)
+        v.closed = None if conn.closed_at is None else round(conn.closed_at, 3)
+        v.close_code, v.client_close_code = conn.close_code, conn.client_close_code
+        v.frames_sent, v.events_sent = conn.stats.frames_sent, conn.stats.events_sent
+        v.frames_received = conn.stats.frames_received
+        if v.authenticated is not True:  # sticky: a finished session reads unauthenticated
+            v.authenticated = _authenticated(conn)
+        if conn.open:
+            subs = sorted(subscription_view(self.mock, {conn.conn_id}))
+            if subs:
+                v.subscriptions = subs
+
+    def subscribed(self, conn: Connection) -> bool:
+        if self.mock.hub.contracts_of(conn.conn_id):
+            return True
+        record = self.mock.ledger.connections.get(conn.conn_id)
+        return record is not None and record.counts["routed"] > 0
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        while True:
+            for conn in list(self.mock.history):
+                self.refresh(conn)
+                v = self.views[conn.conn_id]
+                if v.subscribed_at is None and conn.open and self.subscribed(conn):
+                    v.subscribed_at = round(self.mock.market.now(), 3)
+                    nursery.start_soon(self.play, conn, v)
+            await trio.sleep(POLL)
+
+    async def play(self, conn: Connection, v: ConnectionView) -> None:
+        director, market = self.mock.director, self.mock.market
+        base = market.now()
+        schedule = sorted(
+            (t, i, f)
+            for i, f in enumerate(self.s.faults)
+            for t in director.firing_times(i, f)
+            if t <= self.s.duration
+        )
+        for t, _, fault in schedule:
+            await trio.sleep_until(market.trio_time(base + t))
+            if not conn.open and fault.connection is None:
+                return
+            targeted = dataclasses.replace(fault, connection=conn.conn_id)
+            applied = await director.inject(targeted)
+            v.faults.append(applied.to_json())
+
+
+async def serve_scenario(
+    s: Scenario,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> ServerView:
+    """Serve until SIGINT/SIGTERM (or `stop`), then return what the server saw."""
+    from mocks.vendors import vendor_spec
+
+    options = dict(s.mock)
+    api_keys = tuple(options.pop("api_keys", ()))
+    max_buffer = int(options.pop("max_buffer", 50_000))
+    market = MarketSettings(seed=s.seed, start=s.start, **s.market)
+    async with run_mock(
+        s.vendor,
+        seed=s.seed,
+        market=market,
+        horizon=math.inf,
+        api_keys=api_keys,
+        max_buffer=max_buffer,
+        **options,
+    ) as mock:
+        chosen = vendor_spec(s.vendor).default_port if port is None else port
+        await mock.serve_tcp(host, chosen)
+        url = mock.tcp_url(f"[{host}]" if ":" in host else host)
+        view = ServerView(s.name, s.vendor, url)
+        watcher = _Watcher(s, mock, view)
+        print(f"{s.vendor} listening on {url} with scenario {s.name}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watcher.run, nursery)
+                task_status.started(url)
+                if stop is None:
+                    async for _ in signals:
+                        break
+                else:
+                    await stop.wait()
+                for conn in list(mock.history):
+                    watcher.refresh(conn)
+                nursery.cancel_scope.cancel()
+        return view

@@ -1,0 +1,876 @@
+"""Runs a scenario: the vendor mock with its faults, the client under test, the market's ground
+truth, and at the end the comparison that becomes the `Report` (DESIGN.md, principle 8).
+
+What the runner watches while the scenario plays:
+- a tap on the market: every quote and trade of the client's contracts (what was *published*,
+  across disconnections, since the market does not stop);
+- the application's side: every event the client delivered, and when;
+- the mock's ledger (what each connection was routed, and what faults dropped or corrupted) and
+  the director's applied faults (when the mock could serve again);
+- the mock's view of the client's subscriptions just before each disruptive fault and at the end
+  (was the set restored exactly?).
+
+Identity: a delivered event is matched to a market event by (kind, contract, exchange, event
+time in ms) — what every vendor's wire carries unchanged — never by sequence numbers, which the
+sequence faults rewrite on purpose. Streams without that identity (Amberdata snapshots, tickers
+and bars, Massive aggregates, Theta market value, OHLC and index prices) are outside the loss
+accounting; Amberdata's periodic streams are still watched for stale periods.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import importlib
+import itertools
+import math
+import platform
+import random
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+import trio_websocket
+
+from clients.common import Backoff, GapNotice, Rejected, Status, tcp_connector
+from mocks.sim.contracts import OptionContract
+from mocks.sim.events import Event, OptionQuote, OptionTrade
+from mocks.sim.market import MarketSettings
+from mocks.sim.rng import derive_seed
+from mocks.sim.symbols import SymbolError
+from mocks.testing import MockService, run_mock
+from mocks.vendors import vendor_spec
+from scenarios.model import (
+    BOOL_METRICS,
+    Actor,
+    Scenario,
+    ScenarioError,
+    expectation_metric,
+)
+from scenarios.report import Expectation, Report
+
+ClientFactory = Callable[..., Any]
+"""`factory(*, url, connector, api_key, clock, seed, **options)` -> a client with the common
+shape: `async with client`, `await client.subscribe(*subs)`, `async for event in client`."""
+
+ACTOR_HEADER = "x-feedlab-actor"  # marks the connections of `[[actor]]`s: not the client's
+DEFAULT_KEYS = {"massive": "FEEDLAB", "theta": "", "amberdata": "UAK-feedlab"}
+
+# Faults after which the client has to reconnect (or wait for data to come back); recovery is
+# measured from the moment the mock could serve again.
+DISRUPTIVE = frozenset(
+    {
+        "close",
+        "cut",
+        "reset",
+        "stall",
+        "evict",
+        "slow_consumer",
+        "force_disconnect",
+        "oversize_frame",
+        "heartbeat_stop",
+        "restart",
+        "upstream_outage",
+    }
+)
+_DEFAULT_DOWNTIME = {"restart": 5.0, "upstream_outage": 10.0}  # as mocks.director applies them
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+def builtin_client(vendor: str) -> ClientFactory:
+    """The vendor's built-in client as a factory, its backoff seeded from the run's seed."""
+
+    def massive(
+        *, url: str, connector: Any, api_key: str | None, clock: Any, seed: int, **options: Any
+    ) -> Any:
+        from clients.massive import MassiveClient
+
+        options.setdefault("backoff", Backoff(rng=random.Random(derive_seed(seed, "backoff"))))
+        options.setdefault(
+            "eviction_backoff",
+            Backoff(initial=5.0, cap=300.0, rng=random.Random(derive_seed(seed, "eviction"))),
+        )
+        return MassiveClient(api_key, url, connector=connector, clock=clock, **options)
+
+    def theta(
+        *, url: str, connector: Any, api_key: str | None, clock: Any, seed: int, **options: Any
+    ) -> Any:
+        from clients.theta import ThetaClient
+
+        options.setdefault("backoff", Backoff(rng=random.Random(derive_seed(seed, "backoff"))))
+        return ThetaClient(api_key, url, connector=connector, clock=clock, **options)
+
+    def amberdata(
+        *, url: str, connector: Any, api_key: str | None, clock: Any, seed: int, **options: Any
+    ) -> Any:
+        from clients.amberdata import AmberdataClient
+
+        options.setdefault("backoff", Backoff(rng=random.Random(derive_seed(seed, "backoff"))))
+        return AmberdataClient(api_key, url, connector=connector, clock=clock, **options)
+
+    factories: dict[str, ClientFactory] = {
+        "massive": massive,
+        "theta": theta,
+        "amberdata": amberdata,
+    }
+    if vendor not in factories:
+        raise ValueError(f"unknown vendor {vendor!r}")
+    return factories[vendor]
+
+
+def load_factory(s: Scenario) -> ClientFactory:
+    if s.client.factory is None:
+        return builtin_client(s.vendor)
+    module_name, _, name = s.client.factory.partition(":")
+    where = s.source or s.name
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ScenarioError(
+            f"{where}: client.factory: cannot import {module_name}: {exc}"
+        ) from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ScenarioError(f"{where}: client.factory: {module_name} has no function {name!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+# -- determinism ------------------------------------------------------------------------------
+
+
+def pin_trio_scheduler(seed: int) -> None:
+    """Trio shuffles the order of tasks woken at the same instant with its private generator
+    `trio._core._run._r`. The simulation is built not to depend on that order, but a client
+    under test may, so the runner seeds it: a report must be a pure function of (scenario,
+    seed). A private hook, kept in this one function."""
+    import trio._core._run as trio_run
+
+    trio_run._r.seed(derive_seed(seed, "trio-scheduler"))
+
+
+# -- what each vendor's events and subscriptions mean -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One subscription as the accounting sees it."""
+
+    subscription: str
+    kind: str  # "quote" / "trade" (identity), a periodic stream name, or "other"
+    contract: OptionContract | None
+    symbol: str  # the contract as the client writes it (per-contract metrics)
+    exchange: str = ""
+
+    @property
+    def identity(self) -> bool:
+        return self.kind in ("quote", "trade") and self.contract is not None
+
+
+PERIODIC = {  # Amberdata stream -> the AmberdataSettings field with its interval
+    "order:snapshots": "snapshot_interval",
+    "tickers": "ticker_interval",
+    "open_interests": "open_interest_interval",
+}
+
+
+def parse_streams(vendor: str, subscriptions: Iterable[str]) -> list[Stream]:
+    parse = vendor_spec(vendor).parse_contract
+    out: list[Stream] = []
+    for sub in subscriptions:
+        kind, symbol, exchange = "other", sub, ""
+        if vendor == "massive":
+            channel, _, symbol = sub.partition(".")
+            kind = {"Q": "quote", "T": "trade"}.get(channel, "other")
+        elif vendor == "theta":
+            parts = sub.split(":")
+            symbol = ":".join(parts[2:])
+            if parts[0] == "option":
+                kind = {"quote": "quote", "trade": "trade"}.get(parts[1], "other")
+        else:
+            rest = sub.removeprefix("market:options:")
+            stream, _, target = rest.rpartition(":")
+            symbol, _, exchange = target.partition("@")
+            exchange = (exchange or "deribit").lower()
+            kind = "trade" if stream == "trades" else stream if stream in PERIODIC else "other"
+        try:
+            contract: OptionContract | None = parse(symbol) if symbol != "*" else None
+        except (SymbolError, ValueError):
+            contract = None
+        out.append(Stream(sub, kind, contract, symbol, exchange))
+    return out
+
+
+def classify(vendor: str, event: object) -> tuple[str, str, str] | None:
+    """(kind, symbol, exchange) of a delivered market-data event; None for anything else."""
+    name = type(event).__name__
+    symbol = getattr(event, "symbol", None)
+    if not isinstance(symbol, str) or not isinstance(getattr(event, "timestamp_ns", None), int):
+        return None
+    if vendor == "massive":
+        kind = {"Quote": "quote", "Trade": "trade"}.get(name, "other")
+        return kind, symbol, ""
+    if vendor == "theta":
+        kind = {"OptionQuote": "quote", "OptionTrade": "trade"}.get(name, "other")
+        return kind, symbol, ""
+    exchange = str(getattr(event, "exchange", "deribit")).lower()
+    kind = {
+        "Trade": "trade",
+        "OrderBookSnapshot": "order:snapshots",
+        "Ticker": "tickers",
+        "OpenInterest": "open_interests",
+    }.get(name, "other")
+    return kind, symbol, exchange
+
+
+def subscription_view(mock: MockService, client_ids: set[int]) -> frozenset[str]:
+    """The mock's view of the client's subscriptions, over its open connections."""
+    vendor = mock.vendor
+    if vendor == "theta":
+        return frozenset(str(key) for key in getattr(mock.server, "streams", {}))
+    out: set[str] = set()
+    for conn_id, conn in sorted(mock.connections.items()):
+        if conn_id not in client_ids:
+            continue
+        session: Any = conn.session
+        if vendor == "massive":
+            for channel, symbols in session.subscriptions.items():
+                out.update(f"{channel}.{sym}" for sym in symbols)
+            out.update(f"{channel}.*" for channel in session.wildcards)
+        else:
+            out.update(
+                f"{s.stream}:{s.instrument}@{s.exchange}" for s in session.subscriptions.values()
+            )
+    return frozenset(out)
+
+
+# -- watching a run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Delivered:
+    at: float  # market seconds when the application received it
+    kind: str
+    contract: OptionContract | None
+    exchange: str
+    ts_ns: int
+
+
+@dataclass
+class Observation:
+    """Everything the runner saw while the scenario played."""
+
+    delivered: list[Delivered] = field(default_factory=list)
+    gaps: list[tuple[GapNotice, float]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    statuses: int = 0
+    published: list[OptionQuote | OptionTrade] = field(default_factory=list)
+    samples: list[tuple[float, frozenset[str]]] = field(default_factory=list)
+    actors: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    error_at: float | None = None
+    consuming: trio.CancelScope | None = None
+
+
+class _Run:
+    def __init__(self, s: Scenario, seed: int, mock: MockService, realtime: bool) -> None:
+        self.s, self.seed, self.mock, self.realtime = s, seed, mock, realtime
+        self.obs = Observation()
+        self.streams = parse_streams(s.vendor, s.client.subscribe)
+        self.contracts = {st.contract for st in self.streams if st.identity}
+        self.symbols: dict[str, OptionContract | None] = {}
+        options = dict(s.client.options)
+        self.api_key: str = str(options.pop("api_key", DEFAULT_KEYS[s.vendor]))
+        self.options = options
+        self.end = s.duration + s.settle
+
+    # -- the pieces that run ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.mock.market.now()
+
+    def contract_of(self, symbol: str) -> OptionContract | None:
+        if symbol not in self.symbols:
+            try:
+                self.symbols[symbol] = vendor_spec(self.s.vendor).parse_contract(symbol)
+            except (SymbolError, ValueError):
+                self.symbols[symbol] = None
+        return self.symbols[symbol]
+
+    async def tap(self, batches: trio.MemoryReceiveChannel[list[Event]]) -> None:
+        wanted, published = self.contracts, self.obs.published
+        async for batch in batches:
+            for event in batch:
+                if type(event) in (OptionQuote, OptionTrade) and event.contract in wanted:  # type: ignore[union-attr]
+                    published.append(event)  # type: ignore[arg-type]
+
+    def observe(self, event: object) -> None:
+        obs = self.obs
+        if isinstance(event, GapNotice):
+            obs.gaps.append((event, self.now()))
+        elif isinstance(event, Rejected):
+            obs.rejected.append(event.subscription)
+        elif isinstance(event, Status):
+            obs.statuses += 1
+        else:
+            what = classify(self.s.vendor, event)
+            if what is not None:
+                kind, symbol, exchange = what
+                ts_ns: int = event.timestamp_ns  # type: ignore[attr-defined]
+                obs.delivered.append(
+                    Delivered(self.now(), kind, self.contract_of(symbol), exchange, ts_ns)
+                )
+
+    def client_ids(self) -> set[int]:
+        return {c.conn_id for c in self.mock.history if ACTOR_HEADER not in c.info.headers}
+
+    def sample(self) -> None:
+        self.obs.samples.append((self.now(), subscription_view(self.mock, self.client_ids())))
+
+    async def sampler(self, times: Sequence[float]) -> None:
+        for t in times:
+            await trio.sleep_until(self.mock.market.trio_time(t))
+            self.sample()
+
+    def url(self, path: str | None = None) -> str:
+        base = self.mock.tcp_url() if self.realtime else self.mock.url
+        if path is None:
+            return base
+        scheme, _, rest = base.partition("://")
+        host = rest.split("/", 1)[0]
+        return f"{scheme}://{host}{path}"
+
+    @property
+    def connector(self) -> Any:
+        return tcp_connector if self.realtime else self.mock.connector
+
+    async def actor(self, index: int, actor: Actor) -> None:
+        await trio.sleep_until(self.mock.market.trio_time(actor.at))
+        path = (actor.path or self.mock.path).replace("{api_key}", self.api_key)
+        record: dict[str, Any] = {"time": round(self.now(), 6), "kind": "actor",
+                                  "params": {"hold": actor.hold, "messages": len(actor.send)},
+                                  "connections": [], "note": ""}  # fmt: skip
+        self.obs.actors.append(record)
+        before = len(self.mock.history)
+        try:
+            async with self.connector(
+                self.url(path), [(ACTOR_HEADER.encode(), b"%d" % index)]
+            ) as ws:
+                record["connections"] = [
+                    c.conn_id for c in self.mock.history[before:] if ACTOR_HEADER in c.info.headers
+                ][:1]
+                for message in actor.send:
+                    await ws.send_message(message.replace("{api_key}", self.api_key))
+                with trio.move_on_after(actor.hold):
+                    while True:
+                        await ws.get_message()
+        except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError) as exc:
+            record["note"] = type(exc).__name__
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            record["note"] = type(exc).__name__
+
+    async def drive(self, factory: ClientFactory) -> None:
+        """The application: subscribe, then hand every event to `observe` until told to stop."""
+        obs = self.obs
+        try:
+            client = factory(
+                url=self.url(),
+                connector=self.connector,
+                api_key=self.api_key,
+                clock=lambda: self.mock.market.now_ns() / 1e9,
+                seed=self.seed,
+                **self.options,
+            )
+            async with client:
+                with trio.CancelScope() as scope:
+                    obs.consuming = scope
+                    try:
+                        await client.subscribe(*self.s.client.subscribe)
+                    except Exception as exc:  # a LimitError: the application hears of it
+                        self.failed(exc)
+                    async for event in client:
+                        self.observe(event)
+                    await trio.sleep_forever()  # the iterator ended: keep the run's shape
+        except Exception as exc:
+            self.failed(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        if self.obs.error is None:
+            self.obs.error = describe(exc)
+            self.obs.error_at = self.now()
+
+    async def play(self, factory: ClientFactory) -> None:
+        mock, s = self.mock, self.s
+        batches = mock.market.subscribe(buffer=64)
+        disruptions = sorted(
+            {
+                t
+                for i, f in enumerate(s.faults)
+                if f.kind in DISRUPTIVE
+                for t in mock.director.firing_times(i, f)
+            }
+            | {a.at for a in s.actors}
+        )
+        sample_times = sorted({max(0.0, t - 0.25) for t in disruptions if t <= s.duration})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.tap, batches)
+            nursery.start_soon(self.sampler, sample_times)
+            for index, actor in enumerate(s.actors):
+                nursery.start_soon(self.actor, index, actor)
+            async with trio.open_nursery() as client_nursery:
+                client_nursery.start_soon(self.drive, factory)
+                await trio.sleep_until(mock.market.trio_time(self.end))
+                self.sample()
+                if self.obs.consuming is not None:
+                    self.obs.consuming.cancel()
+                client_nursery.cancel_scope.deadline = trio.current_time() + 30.0
+            nursery.cancel_scope.cancel()
+
+
+def describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- the comparison ---------------------------------------------------------------------------
+
+Key = tuple[str, OptionContract, str, int]  # kind, contract, exchange, event time in ms
+
+
+def _key(kind: str, contract: OptionContract, exchange: str, ts_ns: int) -> Key:
+    return (kind, contract, exchange, ts_ns // 1_000_000)
+
+
+def _kind(event: OptionQuote | OptionTrade) -> str:
+    return "quote" if type(event) is OptionQuote else "trade"
+
+
+@dataclass
+class _Tally:
+    published: int = 0
+    delivered: int = 0
+    duplicates_delivered: int = 0
+    out_of_order_delivered: int = 0
+    injected_loss: int = 0
+    injected_flagged: int = 0
+    covered_loss: int = 0
+    silent_loss: int = 0
+    stale_periods: int = 0
+
+    def add(self, other: _Tally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def compare(run: _Run) -> Report:
+    s, mock, obs = run.s, run.mock, run.obs
+    clock = mock.market.clock
+    client_ids = run.client_ids()
+    records = {n: r for n, r in mock.ledger.connections.items() if n in client_ids}
+    end_ns = clock.unix_ns(s.duration)
+
+    # When the client first held each contract: its first routed event on any connection.
+    first_ns: dict[OptionContract, int] = {}
+    for number in sorted(records):
+        for event in records[number].events["routed"]:
+            if isinstance(event, OptionQuote | OptionTrade):
+                contract = event.contract
+                if contract in run.contracts and contract not in first_ns:
+                    first_ns[contract] = event.ts_ns
+    injected: Counter[tuple[str, OptionContract, int]] = Counter()
+    for record in records.values():
+        for fate in ("dropped", "corrupted"):
+            for event in record.events[fate]:
+                if isinstance(event, OptionQuote | OptionTrade):
+                    injected[(_kind(event), event.contract, event.ts_ns // 1_000_000)] += 1
+
+    # Gap notices as windows per contract (None: every contract), Unix ns.
+    windows: dict[OptionContract | None, list[tuple[int, int]]] = defaultdict(list)
+    for gap, _ in obs.gaps:
+        window = (round(gap.start * 1e9), round(gap.end * 1e9))
+        for symbol in gap.contracts:
+            if symbol == "*":
+                windows[None].append(window)
+            elif (covers := run.contract_of(symbol)) is not None:
+                windows[covers].append(window)
+    cover_from_ns = _error_cover(run, records)
+
+    def covered(contract: OptionContract, ts_ns: int) -> bool:
+        if cover_from_ns is not None and ts_ns >= cover_from_ns:
+            return True
+        return any(a <= ts_ns <= b for a, b in [*windows.get(contract, ()), *windows.get(None, ())])
+
+    published_by: dict[tuple[str, OptionContract], list[OptionQuote | OptionTrade]] = defaultdict(
+        list
+    )
+    for event in obs.published:
+        start = first_ns.get(event.contract)
+        if start is not None and start <= event.ts_ns <= end_ns:
+            published_by[(_kind(event), event.contract)].append(event)
+    delivered_by: dict[tuple[str, OptionContract | None, str], list[Delivered]] = defaultdict(list)
+    for d in obs.delivered:
+        delivered_by[(d.kind, d.contract, d.exchange)].append(d)
+
+    rejected = set(obs.rejected)
+    per_contract: dict[str, _Tally] = {}
+    total = _Tally()
+    unmatched = 0
+    accounted: set[tuple[str, OptionContract | None, str]] = set()
+    for stream in run.streams:
+        tally = per_contract.setdefault(stream.symbol, _Tally())
+        if stream.kind in PERIODIC and stream.contract is not None:
+            tally.stale_periods += _periodic_stale(run, stream, delivered_by, first_ns)
+        if not stream.identity or stream.subscription in rejected:
+            continue
+        assert stream.contract is not None
+        skey = (stream.kind, stream.contract, stream.exchange)
+        if skey in accounted:
+            continue
+        accounted.add(skey)
+        published = published_by.get((stream.kind, stream.contract), [])
+        t, extra = _account(
+            stream, published, delivered_by.get(skey, []), injected, covered, end_ns
+        )
+        t.stale_periods = _stale(run, published, delivered_by.get(skey, []), first_ns, stream)
+        unmatched += extra
+        tally.add(t)
+    for t in per_contract.values():
+        total.add(t)
+
+    metrics: dict[str, Any] = total.as_dict()
+    metrics["unmatched_delivered"] = unmatched
+    conns = sorted((records[n] for n in records), key=lambda r: r.number)
+    metrics["connections"] = len(conns)
+    # A reconnect: a client connection opened after the first break (a close, or a disruptive
+    # fault: a half-open socket never closes on the server's side).
+    breaks = [r.closed_at for r in conns if r.closed_at is not None]
+    breaks += [a.time for a in mock.director.applied if a.fault.kind in DISRUPTIVE]
+    breaks += [a["time"] for a in obs.actors]
+    first_break = min(breaks, default=math.inf)
+    metrics["reconnects"] = sum(
+        1 for r in conns[1:] if r.opened_at >= first_break
+    )  # the first connection never reconnects
+    recoveries, unrecovered = _recoveries(run, records)
+    metrics["max_recovery"] = round(max(recoveries), 6) if recoveries else 0.0
+    ordered = sorted(recoveries)
+    metrics["p50_recovery"] = round(ordered[(len(ordered) - 1) // 2], 6) if ordered else 0.0
+    metrics["unrecovered"] = unrecovered
+    metrics["resubscribed_exactly"] = _resubscribed(obs.samples)
+    metrics["gap_notices"] = len(obs.gaps)
+    metrics["rejected"] = len(obs.rejected)
+    metrics["client_errors"] = 0 if obs.error is None else 1
+    metrics["client_error"] = obs.error
+
+    expectations = [_check(key, bound, metrics) for key, bound in s.expect.items()]
+    faults = [a.to_json() for a in mock.director.applied] + obs.actors
+    faults.sort(key=lambda f: f["time"])
+    return Report(
+        scenario=s.name,
+        seed=run.seed,
+        passed=all(e.held for e in expectations),
+        metrics=metrics,
+        faults=faults,
+        expectations=expectations,
+        wall={},
+        per_contract={k: v.as_dict() for k, v in per_contract.items()},
+        timeline=_timeline(run, records),
+    )
+
+
+def _account(
+    stream: Stream,
+    published: list[OptionQuote | OptionTrade],
+    delivered: list[Delivered],
+    injected: Counter[tuple[str, OptionContract, int]],
+    covered: Callable[[OptionContract, int], bool],
+    end_ns: int,
+) -> tuple[_Tally, int]:
+    """Match one stream's deliveries to the market's events; (tally, unmatched deliveries)."""
+    assert stream.contract is not None
+    tally = _Tally(published=len(published))
+    remaining: dict[Key, deque[int]] = defaultdict(deque)  # key -> market sequences unmatched
+    seen: set[Key] = set()
+    for event in published:
+        key = _key(stream.kind, event.contract, stream.exchange, event.ts_ns)
+        remaining[key].append(event.sequence)
+        seen.add(key)
+    unmatched = 0
+    highest = -math.inf
+    for d in delivered:
+        if d.ts_ns > end_ns:
+            continue
+        key = _key(stream.kind, stream.contract, stream.exchange, d.ts_ns)
+        pending = remaining.get(key)
+        if pending:
+            sequence = pending.popleft()
+            tally.delivered += 1
+            if sequence < highest:
+                tally.out_of_order_delivered += 1
+            highest = max(highest, sequence)
+        elif key in seen:
+            tally.duplicates_delivered += 1
+        else:
+            unmatched += 1
+    for key, pending in remaining.items():
+        if not pending:
+            continue
+        kind, contract, _, ms = key
+        lost = len(pending)
+        on_purpose = min(lost, injected.get((kind, contract, ms), 0))
+        is_covered = covered(contract, ms * 1_000_000)
+        tally.injected_loss += on_purpose
+        if is_covered:
+            tally.injected_flagged += on_purpose
+            tally.covered_loss += lost - on_purpose
+        else:
+            tally.silent_loss += lost - on_purpose
+    return tally, unmatched
+
+
+def _stale(
+    run: _Run,
+    published: list[OptionQuote | OptionTrade],
+    delivered: list[Delivered],
+    first_ns: dict[OptionContract, int],
+    stream: Stream,
+) -> int:
+    """Spells in which the application went longer than `stale_after` without the stream's
+    events although the market had published one (lost, or stuck somewhere on the way)."""
+    assert stream.contract is not None
+    start_ns = first_ns.get(stream.contract)
+    if start_ns is None or not published:
+        return 0
+    clock = run.mock.market.clock
+    times = sorted(clock.t_of(e.ts_ns) for e in published)
+    marks = [clock.t_of(start_ns), *(d.at for d in delivered if d.at <= run.s.duration)]
+    marks.append(run.s.duration)
+    count, limit = 0, run.s.stale_after
+    for a, b in itertools.pairwise(marks):
+        # Stale: the application heard nothing of the stream for longer than `stale_after`
+        # after the market had published something of it.
+        if b - a > limit:
+            i = bisect.bisect_right(times, a)
+            if i < len(times) and times[i] <= b - limit:
+                count += 1
+    return count
+
+
+def _periodic_stale(
+    run: _Run,
+    stream: Stream,
+    delivered_by: dict[tuple[str, OptionContract | None, str], list[Delivered]],
+    first_ns: dict[OptionContract, int],
+) -> int:
+    """A periodic stream (Amberdata snapshots, tickers, open interest) is always expected."""
+    assert stream.contract is not None
+    start_ns = first_ns.get(stream.contract)
+    if start_ns is None:
+        return 0
+    settings: Any = getattr(run.mock.server, "settings", None)
+    interval = float(getattr(settings, PERIODIC[stream.kind], 1.0))
+    limit = max(run.s.stale_after, 2 * interval + 1.0)
+    delivered = delivered_by.get((stream.kind, stream.contract, stream.exchange), [])
+    marks = [run.mock.market.clock.t_of(start_ns)]
+    marks += [d.at for d in delivered if d.at <= run.s.duration]
+    marks.append(run.s.duration)
+    return sum(1 for a, b in itertools.pairwise(marks) if b - a > limit)
+
+
+def _error_cover(run: _Run, records: dict[int, Any]) -> int | None:
+    """A client that stopped with an error told the application the feed ended: what was
+    published after its last connection was lost (or after the error) is not silent."""
+    at = run.obs.error_at
+    if at is None:
+        return None
+    closed = [
+        r.closed_at for r in records.values() if r.closed_at is not None and r.closed_at <= at
+    ]
+    open_at_error = any(r.closed_at is None or r.closed_at > at for r in records.values())
+    since = at if open_at_error or not closed else max(closed)
+    return run.mock.market.clock.unix_ns(since)
+
+
+def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
+    """Seconds from each moment the mock could serve again after a disruption to the first
+    event the application received that the market made after that moment."""
+    mock, obs = run.mock, run.obs
+    client_ids = set(records)
+    ready: list[float] = []
+    for applied in mock.director.applied:
+        kind = applied.fault.kind
+        if kind not in DISRUPTIVE or applied.time > run.s.duration:
+            continue
+        if kind in _DEFAULT_DOWNTIME:
+            duration = applied.fault.duration
+            ready.append(
+                applied.time + (duration if duration is not None else _DEFAULT_DOWNTIME[kind])
+            )
+        elif set(applied.connections) & client_ids:
+            ready.append(applied.time)
+    for actor in obs.actors:  # an actor that took the client's connection away
+        ids = actor["connections"]
+        if not ids:
+            continue
+        record = mock.ledger.connections.get(ids[0])
+        actor_end = record.closed_at if record is not None and record.closed_at else math.inf
+        for r in records.values():
+            if r.closed_at is not None and actor["time"] <= r.closed_at <= actor_end:
+                ready.append(r.closed_at)
+                break
+    at = [d.at for d in obs.delivered]
+    clock = mock.market.clock
+    recoveries: list[float] = []
+    unrecovered = 0
+    for t in ready:
+        t_ns = clock.unix_ns(t)
+        i = bisect.bisect_left(at, t)
+        while i < len(obs.delivered) and obs.delivered[i].ts_ns < t_ns:
+            i += 1
+        if i < len(obs.delivered):
+            recoveries.append(obs.delivered[i].at - t)
+        else:
+            unrecovered += 1
+            recoveries.append(run.end - t)
+    return recoveries, unrecovered
+
+
+def _resubscribed(samples: list[tuple[float, frozenset[str]]]) -> bool:
+    """The first non-empty view (before the first disruption) must be the view before every
+    later disruption and at the end."""
+    views = [view for _, view in samples]
+    baseline = next((v for v in views if v), None)
+    if baseline is None:
+        return True
+    index = views.index(baseline)
+    return all(v == baseline for v in views[index:])
+
+
+def _check(key: str, bound: float, metrics: dict[str, Any]) -> Expectation:
+    metric, minimum = expectation_metric(key)
+    value = metrics[metric]
+    actual = float(value) if value is not None else math.nan
+    if metric in BOOL_METRICS:
+        held = bool(value) == bool(bound)
+    elif minimum:
+        held = actual >= bound
+    else:
+        held = actual <= bound
+    if metric in ("max_recovery", "p50_recovery") and metrics["unrecovered"] and not minimum:
+        held = False
+    return Expectation(key, float(bound), actual, held)
+
+
+def _timeline(run: _Run, records: dict[int, Any]) -> dict[str, Any]:
+    """What the HTML page draws: connections, gap notices and delivered events per bucket."""
+    end = run.end
+    width = max(1.0, math.ceil(end / 300.0))
+    rate = [0] * (int(end // width) + 1)
+    for d in run.obs.delivered:
+        rate[min(len(rate) - 1, int(d.at // width))] += 1
+    clock = run.mock.market.clock
+    connections = [
+        {
+            "id": c.conn_id,
+            "actor": ACTOR_HEADER in c.info.headers,
+            "opened": round(c.info.opened_at, 6),
+            "closed": None if c.closed_at is None else round(c.closed_at, 6),
+            "close_code": c.close_code,
+            "client_close_code": c.client_close_code,
+        }
+        for c in run.mock.history
+    ]
+    gaps = [
+        {
+            "received": round(at, 6),
+            "start": round(clock.t_of(round(g.start * 1e9)), 6),
+            "end": round(clock.t_of(round(g.end * 1e9)), 6),
+            "contracts": len(g.contracts),
+            "reason": g.reason,
+        }
+        for g, at in run.obs.gaps
+    ]
+    del records
+    return {
+        "end": round(end, 6),
+        "duration": round(run.s.duration, 6),
+        "bucket": width,
+        "rate": rate,
+        "connections": connections,
+        "gaps": gaps,
+    }
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+
+async def run_scenario(s: Scenario, *, seed: int | None = None) -> Report:
+    """Run inside the caller's Trio run (virtual time when its clock is a MockClock)."""
+    return await _run(s, s.seed if seed is None else seed, realtime=False)
+
+
+async def _run(s: Scenario, seed: int, *, realtime: bool) -> Report:
+    factory = load_factory(s)
+    started = dt.datetime.now(dt.UTC)
+    wall = time.perf_counter()
+    pin_trio_scheduler(seed)
+    options = dict(s.mock)
+    api_keys = tuple(options.pop("api_keys", ()))
+    max_buffer = int(options.pop("max_buffer", 50_000))
+    market = MarketSettings(seed=seed, start=s.start, **s.market)
+    async with run_mock(
+        s.vendor,
+        seed=seed,
+        market=market,
+        faults=s.faults,
+        horizon=s.duration,
+        api_keys=api_keys,
+        max_buffer=max_buffer,
+        **options,
+    ) as mock:
+        if realtime:
+            await mock.serve_tcp()
+        run = _Run(s, seed, mock, realtime)
+        await run.play(factory)
+        report = compare(run)
+    elapsed = time.perf_counter() - wall
+    report.wall = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed, 3),
+        "simulated_s": round(run.end, 3),
+        "speedup": round(run.end / elapsed, 1) if elapsed > 0 else None,
+        "realtime": realtime,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    return report
+
+
+def run_scenario_sync(s: Scenario, *, seed: int | None = None, realtime: bool = False) -> Report:
+    """Run in a Trio run of its own: virtual time over memory streams, or with `realtime` the
+    real clock over TCP on 127.0.0.1 (port 0)."""
+    chosen = s.seed if seed is None else seed
+    if realtime:
+        return trio.run(lambda: _run(s, chosen, realtime=True))
+    return trio.run(
+        lambda: _run(s, chosen, realtime=False),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+
+
+__all__ = [
+    "ClientFactory",
+    "builtin_client",
+    "run_scenario",
+    "run_scenario_sync",
+]

@@ -1,0 +1,182 @@
+"""The runner and its report: determinism (everything but `wall` is a function of scenario and
+seed), metrics that catch real client bugs (the deliberately flawed clients), loss a fault
+caused on purpose kept apart from the client's, expectation semantics, and the report files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import trio
+
+from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
+from scenarios.report import render_table
+from scenarios.runner import run_scenario, run_scenario_sync
+
+LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
+
+STORM = """
+name = "storm"
+vendor = "massive"
+seed = 7
+duration = "80s"
+settle = "10s"
+start = 2025-03-14T09:30:00-04:00
+[client]
+subscribe = ["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]
+[[fault]]
+at = "20.5s"
+kind = "close"
+[[fault]]
+at = "45.5s"
+kind = "cut"
+[[fault]]
+at = "5s"
+kind = "duplicate"
+probability = 0.2
+duration = "60s"
+[expect]
+silent_loss = 0
+duplicates_delivered = 0
+min_reconnects = 2
+max_recovery = "5s"
+resubscribed_exactly = true
+"""
+
+
+def without_wall(data: dict[str, object]) -> str:
+    data = dict(data)
+    assert isinstance(data.pop("wall"), dict)
+    return json.dumps(data, sort_keys=True)
+
+
+def test_two_runs_give_identical_reports_apart_from_wall() -> None:
+    s = parse_scenario(STORM, "storm.toml")
+    first, second = run_scenario_sync(s), run_scenario_sync(s)
+    assert first.passed and first.metrics["reconnects"] == 2
+    assert without_wall(first.to_json()) == without_wall(second.to_json())
+    other = run_scenario_sync(s, seed=8)
+    assert other.seed == 8 and without_wall(other.to_json()) != without_wall(first.to_json())
+    assert {"elapsed_s", "host", "speedup"} <= set(first.wall)
+
+
+def test_report_json_has_the_documented_shape(tmp_path: Path) -> None:
+    report = run_scenario_sync(parse_scenario(STORM))
+    path = tmp_path / "report.json"
+    report.write(path)
+    data = json.loads(path.read_text())
+    assert {"scenario", "seed", "passed", "metrics", "faults", "expectations", "wall"} <= set(data)
+    assert [f["kind"] for f in data["faults"]] == ["duplicate", "close", "cut"]
+    assert data["faults"][1]["time"] == 20.5 and data["faults"][1]["connections"] == [1]
+    assert {e["metric"] for e in data["expectations"]} == {
+        "silent_loss", "duplicates_delivered", "min_reconnects", "max_recovery",
+        "resubscribed_exactly",
+    }  # fmt: skip
+    held = {e["metric"]: e for e in data["expectations"]}
+    assert held["min_reconnects"] == {"metric": "min_reconnects", "bound": 2.0, "actual": 2.0,
+                                      "held": True}  # fmt: skip
+    totals = data["metrics"]
+    per_contract = data["per_contract"]["O:SPY250321C00560000"]
+    assert totals["published"] == per_contract["published"] > 0
+    assert totals["published"] == (
+        totals["delivered"] + totals["injected_loss"] + totals["covered_loss"]
+        + totals["silent_loss"]
+    )  # fmt: skip
+
+
+def test_html_report_is_one_self_contained_page(tmp_path: Path) -> None:
+    report = run_scenario_sync(parse_scenario(STORM))
+    path = tmp_path / "report.html"
+    report.write(path)
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "polyline" in page
+    assert "gap notice" in page and "silent_loss" in page and "storm" in page
+    without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "http" not in without_namespace and "<script" not in page
+
+
+def test_a_client_that_forgets_its_subscriptions_loses_silently() -> None:
+    s = parse_scenario(STORM)
+    s = dataclasses.replace(
+        s, client=ClientSpec(s.client.subscribe, "scenarios.naive:massive_forgets_subscriptions")
+    )
+    report = run_scenario_sync(s)
+    assert not report.passed
+    assert report.metrics["silent_loss"] > 0
+    assert report.metrics["resubscribed_exactly"] is False
+    assert report.metrics["unrecovered"] >= 1
+    broken = {e.metric for e in report.expectations if not e.held}
+    assert {"silent_loss", "resubscribed_exactly", "max_recovery"} <= broken
+    assert "FAIL storm" in report.summary_line() and "silent_loss" in report.summary_line()
+
+
+def test_a_client_that_keeps_duplicates_is_caught() -> None:
+    s = parse_scenario(STORM)
+    s = dataclasses.replace(
+        s, client=ClientSpec(s.client.subscribe, "scenarios.naive:massive_keeps_duplicates")
+    )
+    report = run_scenario_sync(s)
+    assert report.metrics["duplicates_delivered"] > 0 and not report.passed
+
+
+def test_a_client_without_gap_notices_loses_silently() -> None:
+    s = parse_scenario(STORM)
+    s = dataclasses.replace(
+        s, client=ClientSpec(s.client.subscribe, "scenarios.naive:massive_no_gap_notice")
+    )
+    report = run_scenario_sync(s)
+    assert report.metrics["silent_loss"] > 0 and report.metrics["gap_notices"] == 0
+
+
+def test_events_dropped_on_purpose_are_injected_not_silent() -> None:
+    text = STORM.replace('kind = "duplicate"', 'kind = "drop"')
+    report = run_scenario_sync(parse_scenario(text))
+    metrics = report.metrics
+    assert metrics["injected_loss"] > 0
+    assert metrics["silent_loss"] == 0
+    assert 0 <= metrics["injected_flagged"] <= metrics["injected_loss"]
+
+
+def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
+    text = STORM.split("[expect]")[0] + "[expect]\nreconnects = 1\nmin_delivered = 1\n"
+    report = run_scenario_sync(parse_scenario(text))
+    by_metric = {e.metric: e for e in report.expectations}
+    assert by_metric["reconnects"].actual == 2 and not by_metric["reconnects"].held
+    assert by_metric["min_delivered"].held
+    assert not report.passed
+    table = render_table([report])
+    assert "FAIL" in table and "reconnects = 2, bound 1" in table and "0 of 1" in table
+
+
+async def test_run_scenario_inside_a_virtual_time_test(autojump_clock: trio.abc.Clock) -> None:
+    s = load_scenario(LIBRARY / "theta-upstream-outage.toml")
+    start = trio.current_time()
+    report = await run_scenario(dataclasses.replace(s, duration=60.0, settle=5.0))
+    assert 65.0 <= trio.current_time() - start <= 95.0  # the scenario, then the client closes
+    assert report.passed and report.metrics["covered_loss"] > 0
+
+
+def test_realtime_over_tcp() -> None:
+    text = """
+name = "tcp"
+vendor = "amberdata"
+duration = "2s"
+settle = "0.5s"
+[client]
+subscribe = ["market:options:order:snapshots:BTC-28MAR25-60000-C@deribit"]
+[[fault]]
+at = "1s"
+kind = "close"
+[expect]
+silent_loss = 0
+min_reconnects = 1
+"""
+    report = run_scenario_sync(parse_scenario(text), realtime=True)
+    assert report.wall["realtime"] is True
+    assert report.passed, report.summary_line()
+
+
+def test_a_scenario_is_a_plain_value() -> None:
+    s = load_scenario(LIBRARY / "massive-disconnect-storm.toml")
+    assert isinstance(s, Scenario) and s.source is not None and s.source.endswith(".toml")
