@@ -1,7 +1,9 @@
 """The `feedlab` command.
 
 Subcommands: `serve` (run vendor mocks for any client), `watch` (print a feed with the built-in
-clients), `demo` (what `make demo` runs). Bad input gives one line on stderr and exit code 2.
+clients), `run` (play scenario files against a client and report), `record` / `replay` /
+`verify` (recordings), `demo` (what `make demo` runs). Bad input gives one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -94,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="expired contracts are acknowledged but never stream, as live",
     )
+    # -- scenarios (issue 6) --
+    serve.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help="apply this scenario's faults to every client connection, timed from its first "
+        "subscription; on exit print what the server saw",
+    )
+    serve.add_argument(
+        "--report", default=None, metavar="FILE", help="with --scenario: the server's view as JSON"
+    )
 
     watch = sub.add_parser("watch", help="print a vendor's events with the built-in client")
     watch.add_argument("vendor", choices=VENDORS)
@@ -101,6 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--url", default=None, help="default: the live service")
     watch.add_argument("--api-key", default=None)
     watch.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+
+    run = sub.add_parser("run", help="play scenario files against a client; exit 1 if any fails")
+    run.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario .toml files")
+    run.add_argument("--seed", type=_positive_int, default=None, help="instead of each file's")
+    run.add_argument(
+        "--report", default=None, metavar="FILE", help="write the report(s): .json or .html"
+    )
+    run.add_argument(
+        "--realtime", action="store_true", help="the real clock over TCP on 127.0.0.1 (slow)"
+    )
+
+    from mocks import recording_cli  # here, not at the top: it imports UsageError from us
+
+    recording_cli.add_serve_options(serve)
+    recording_cli.add_record_parser(sub)
+    recording_cli.add_replay_parser(sub)
+    recording_cli.add_verify_parser(sub)
 
     demo = sub.add_parser("demo", help="run the market for a virtual trading hour and summarise")
     demo.add_argument("--seed", type=_positive_int, default=7)
@@ -115,10 +145,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "watch":
             return _watch(args)
+        if args.command == "run":
+            from scenarios.cli import run_command
+
+            return run_command(args.scenarios, args.seed, args.report, args.realtime)
         if args.command == "demo":
             from mocks.demo import run_demo
 
             return run_demo(seed=args.seed, out=sys.stdout)
+        if hasattr(args, "func"):  # record, replay, verify, chaos
+            code: int = args.func(args)
+            return code
     except UsageError as exc:
         print(f"feedlab: error: {exc}", file=sys.stderr)
         return 2
@@ -128,7 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from mocks.recording_cli import serve_hooks
     from mocks.serve import serve_forever
+
+    recorded_or_replayed = serve_hooks(args)  # --record FILE / --replay FILE [--scenario S]
+    if recorded_or_replayed is not None:
+        return recorded_or_replayed
+
+    if args.scenario is not None or args.report is not None:
+        from scenarios.cli import serve_command
+
+        if args.scenario is None:
+            raise UsageError("--report goes with --scenario")
+        if len(args.vendors) != 1:
+            raise UsageError("--scenario takes one vendor")
+        return serve_command(args.vendors[0], args.scenario, args.report, args.host, args.port)
 
     names: list[str] = []
     for name in args.vendors:
