@@ -88,6 +88,11 @@ async def record_sample(sample: Sample, out: Path, seed: int = SEED) -> list[Any
     redactor = Redactor(sample.vendor)
     writer = RecordingWriter(out, mock_header(sample.vendor, seed, settings.start, redactor))
     delivered: list[Any] = []
+    # Theta request ids are process-wide and only grow; a sample's bytes must not depend on what
+    # else ran in this process first, so its (fresh) terminal sees ids from 0. Safe: that
+    # terminal has never seen an id, and the counter never goes back for anyone else after.
+    saved_request_id = ThetaClient._next_request_id
+    ThetaClient._next_request_id = 0
     try:
         async with run_mock(sample.vendor, market=settings) as mock:
             WireRecorder(writer, redactor).attach(mock.mock_server)
@@ -107,6 +112,7 @@ async def record_sample(sample: Sample, out: Path, seed: int = SEED) -> list[Any
             await trio.sleep(1.0)
             writer.end(mock.market.now())
     finally:
+        ThetaClient._next_request_id = max(saved_request_id, ThetaClient._next_request_id)
         writer.close_file()
     return delivered
 
