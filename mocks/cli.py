@@ -2,8 +2,8 @@
 
 Subcommands: `serve` (run vendor mocks for any client), `watch` (print a feed with the built-in
 clients), `run` (play scenario files against a client and report), `record` / `replay` /
-`verify` (recordings), `demo` (what `make demo` runs). Bad input gives one line on stderr and
-exit code 2.
+`verify` (recordings), `chaos` (randomised fault search), `demo` (what `make demo` runs).
+Bad input gives one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     recording_cli.add_record_parser(sub)
     recording_cli.add_replay_parser(sub)
     recording_cli.add_verify_parser(sub)
+
+    from scenarios import chaos  # light: Hypothesis and the runner load only when it runs
+
+    chaos_parser = sub.add_parser(
+        "chaos", help="search random fault schedules for one that breaks a client; write it"
+    )
+    chaos.add_arguments(chaos_parser)
+    chaos_parser.set_defaults(func=chaos.main)
 
     demo = sub.add_parser("demo", help="run the market for a virtual trading hour and summarise")
     demo.add_argument("--seed", type=_positive_int, default=7)

@@ -119,6 +119,10 @@ class MessageFaults:
         if kind == "reorder":
             by = int(active.fault.param("by"))
             for event in events:
+                if self._hit(active, event):  # hold it back until `by` later events passed
+                    active.held.append((by, event))
+                    ledger.note(number, "reordered", [event])
+                    continue
                 out.append(event)
                 still: list[tuple[int, Event]] = []
                 for countdown, held in active.held:
@@ -127,10 +131,6 @@ class MessageFaults:
                     else:
                         still.append((countdown - 1, held))
                 active.held = still
-                if self._hit(active, event):
-                    out.pop()
-                    active.held.append((by, event))
-                    ledger.note(number, "reordered", [event])
             return out
         for event in events:
             if (

@@ -59,12 +59,13 @@ class Link(trio.abc.Stream):
         await self._flowing.wait()
         if self.latency or self.jitter:
             await trio.sleep(self.latency + self._rng.uniform(0.0, self.jitter))
-        if self.slice_size:
+        size, delay = self.slice_size, self.slice_delay  # a fault may end mid-write
+        if size:
             view = memoryview(data)
-            for i in range(0, len(view), self.slice_size):
-                await self._write(view[i : i + self.slice_size])
-                if self.slice_delay:
-                    await trio.sleep(self.slice_delay)
+            for i in range(0, len(view), size):
+                await self._write(view[i : i + size])
+                if delay:
+                    await trio.sleep(delay)
         else:
             await self._write(data)
 

@@ -175,6 +175,17 @@ class ThetaTerminal:
 
     # -- faults and controls (scenarios) -------------------------------------------------------
 
+    def evict(self, conn_id: int | None = None) -> None:
+        """Drop the current client as a second client connecting would (close 1000); the
+        streams stay with the terminal, as they do then."""
+        old = self.current
+        if old is None or (conn_id is not None and old.conn_id != conn_id):
+            return
+        self._detach(old.conn_id)
+        old.evicted = True
+        self.current = None
+        self.hub.poke(old.conn_id)
+
     def upstream_outage(self, duration: float) -> None:
         """The terminal loses Theta's servers for `duration` seconds: the WebSocket stays open,
         heartbeats say DISCONNECTED, data stops; then the terminal resubscribes what it can."""
