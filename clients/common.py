@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
@@ -121,25 +121,31 @@ class SequenceTracker:
 
     Vendors document sequences as increasing and unique but not consecutive (Massive: "1, 2, 6,
     9"), so by default a jump is not loss. Duplicates are recognised by remembering a window of
-    recent numbers per contract, which also tells a late (regressed) event from a repeat.
+    recent numbers per contract, which also tells a late (regressed) event from a repeat. Live
+    feeds have reused numbers for different events, so a caller may pass a fingerprint (the
+    event's timestamp, say): the same number with another fingerprint is a regression to
+    deliver, not a duplicate to drop.
     """
 
     def __init__(self, consecutive: bool = False, window: int = 256) -> None:
         self.consecutive = consecutive
         self.window = window
         self._highest: dict[str, int] = {}
-        self._recent: dict[str, set[int]] = {}
+        self._recent: dict[str, dict[int, Hashable]] = {}
         self._order: dict[str, list[int]] = {}
 
-    def observe(self, key: str, sequence: int) -> Verdict:
-        recent = self._recent.setdefault(key, set())
+    def observe(self, key: str, sequence: int, fingerprint: Hashable = None) -> Verdict:
+        recent = self._recent.setdefault(key, {})
         if sequence in recent:
-            return Verdict.DUPLICATE
+            if recent[sequence] == fingerprint:
+                return Verdict.DUPLICATE
+            recent[sequence] = fingerprint
+            return Verdict.REGRESSION  # a reused number on another event: deliver, flag
         order = self._order.setdefault(key, [])
-        recent.add(sequence)
+        recent[sequence] = fingerprint
         order.append(sequence)
         if len(order) > self.window:
-            recent.discard(order.pop(0))
+            recent.pop(order.pop(0), None)
         highest = self._highest.get(key)
         if highest is None or sequence > highest:
             self._highest[key] = sequence

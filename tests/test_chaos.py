@@ -36,7 +36,7 @@ from scenarios.model import load_scenario, parse_scenario, scenario_to_toml
 # Fault kinds whose open bugs a search would find first against the built-in clients; each has
 # a strict xfail below that starts passing (and so fails) once it is fixed: then drop it here.
 KNOWN_ISSUES: dict[str, tuple[str, ...]] = {
-    "massive": ("sequence_regression", "sequence_jump"),
+    "massive": (),
     "theta": (),
     "amberdata": (),
 }

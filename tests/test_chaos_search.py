@@ -47,19 +47,10 @@ def test_a_ping_racing_the_servers_close_ends_only_that_connection() -> None:
 
 
 KNOWN_FAILURES = [
-    pytest.param(
-        "massive",
-        0,
-        fault("sequence_regression", at="1s", by=2),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the Massive client drops an event whose regressed q equals one it already "
-            "delivered as a duplicate, although its timestamp differs (sequence_jump then a "
-            "reconnect does the same)",
-        ),
-        id="massive-sequence_regression",
-    ),
     # Found by chaos and fixed since; kept as regression tests.
+    pytest.param(
+        "massive", 0, fault("sequence_regression", at="1s", by=2), id="massive-sequence_regression"
+    ),
     pytest.param("massive", 0, fault("reorder", at="1s", by=2, events=3), id="massive-reorder"),
     pytest.param("theta", 0, fault("evict", at="1s"), id="theta-evict"),
     pytest.param(

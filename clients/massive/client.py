@@ -571,7 +571,8 @@ class MassiveClient:
                 await self._deliver(session, channel, event)
 
     async def _deliver(self, session: _Session, channel: str, event: MarketEvent) -> None:
-        verdict = self._sequences.observe(*_sequence_key(channel, event))
+        key, sequence = _sequence_key(channel, event)
+        verdict = self._sequences.observe(key, sequence, event.timestamp_ns)
         if verdict is Verdict.DUPLICATE:
             self.stats.duplicates_dropped += 1
             return
