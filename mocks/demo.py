@@ -1,84 +1,160 @@
-"""`feedlab demo` (what `make demo` runs): one virtual trading hour of the simulated market,
-summarised — events per kind, sample quotes in each vendor's symbology, and the seed that
-reproduces it all."""
+"""`feedlab demo` (what `make demo` runs): the whole product in under a minute.
+
+1. The market: a virtual minute of the simulated market in each vendor's symbology.
+2. The flagship scenarios of the library against the three built-in clients, in virtual time,
+   each line saying what ran, the events per second, and the faults as they fired.
+3. The chaos search against a deliberately flawed client: the minimal failing schedule it found.
+4. The report table, and where the HTML report was written.
+
+Plain text only, so it reads the same piped into a file as on a terminal.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
-from collections import Counter
+from pathlib import Path
 from typing import TextIO
 
-from mocks.sim.chains import chain
-from mocks.sim.clock import EASTERN, eastern_date_and_ms, from_unix_ns
-from mocks.sim.events import IndexPrice, OptionQuote
+from mocks.sim.clock import EASTERN, eastern_date_and_ms
+from mocks.sim.events import OptionQuote
 from mocks.sim.market import MarketSettings, MarketSim
 from mocks.sim.symbols import format_deribit, format_occ, parse_deribit, parse_occ, to_theta
 
+LIBRARY = Path(__file__).resolve().parent.parent / "scenarios" / "library"
+FLAGSHIPS = (
+    "massive-disconnect-storm",
+    "massive-half-open-socket",
+    "massive-max-connections-eviction",
+    "theta-upstream-outage",
+    "theta-reused-request-id",
+    "amberdata-resubscribe-new-ids",
+    "amberdata-stalled-socket",
+)
+NAIVE_CLIENT = "scenarios.naive:massive_forgets_subscriptions"
 START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
-# The vendors' own documentation examples: expired in real life, streaming here by default.
-DOC_EXAMPLES = ("O:SPY251219C00650000", "BTC-24JUN22-15000-P")
 
 
-def run_demo(seed: int, out: TextIO) -> int:
-    began = time.perf_counter()
-    sim = MarketSim(MarketSettings(seed=seed, start=START, always_open=False))
-    today = START.date()
+def run_demo(seed: int, out: TextIO, report_dir: Path | None = None) -> int:
+    began = time.monotonic()
+    print(f"feedlab demo (seed {seed})", file=out)
+    _market(seed, out)
+    reports = _scenarios(seed, out)
+    minimal = _chaos(seed, out)
+    from scenarios.report import render_table, write_reports
+
+    print("\n== 4. The report", file=out)
+    out.write(render_table(reports))
+    where = (report_dir or Path("reports")) / "demo.html"
+    where.parent.mkdir(parents=True, exist_ok=True)
+    write_reports(reports, where)
+    print(
+        f"HTML report (timelines of connections, faults, event rates, gap notices): {where}",
+        file=out,
+    )
+    passed = all(r.passed for r in reports)
+    print(
+        f"\n{sum(r.passed for r in reports)} of {len(reports)} scenarios held; chaos found the "
+        f"flawed client's bug{' in ' + str(len(minimal.faults)) + ' fault(s)' if minimal else ''}"
+        f"; {time.monotonic() - began:.0f} s in all",
+        file=out,
+    )
+    return 0 if passed and minimal is not None else 1
+
+
+def _market(seed: int, out: TextIO) -> None:
+    print("\n== 1. The market: one virtual minute, each vendor's symbology", file=out)
+    sim = MarketSim(MarketSettings(seed=seed, start=START))
     contracts = [
-        *chain("SPY", today, sim.underlying_price("SPY"), expirations_count=2),
-        *chain("SPXW", today, sim.underlying_price("SPX"), expirations_count=1),
-        *chain("BTC", today, sim.underlying_price("BTC"), expirations_count=1, strikes_each_side=3),
+        parse_occ("O:SPY250321C00575000"),
+        parse_occ("O:SPXW250314C05600000"),
+        parse_deribit("BTC-28MAR25-60000-C"),
     ]
-    contracts += [parse_occ(DOC_EXAMPLES[0]), parse_deribit(DOC_EXAMPLES[1])]
     for contract in contracts:
         sim.watch(contract)
     sim.watch_underlying("SPX")
-    events = sim.advance(3600.0)
-    elapsed = time.perf_counter() - began
-
-    kinds = Counter(type(e).__name__ for e in events)
-    digest = hashlib.sha256(repr(events).encode()).hexdigest()[:16]
-    print(
-        f"feedlab demo: one virtual trading hour from {START:%Y-%m-%d %H:%M %Z}, seed {seed}",
-        file=out,
-    )
-    print(
-        f"  {len(contracts)} contracts, {len(events):,} events in {elapsed:.1f} s wall "
-        f"(stream hash {digest})",
-        file=out,
-    )
-    for kind, count in sorted(kinds.items()):
-        print(f"  {kind:<15} {count:>10,}", file=out)
-    quotes = [e for e in events if isinstance(e, OptionQuote)]
-    spy = next(q for q in reversed(quotes) if q.contract.root == "SPY")
-    spxw = next(q for q in reversed(quotes) if q.contract.root == "SPXW")
-    btc = next(q for q in reversed(quotes) if q.contract.root == "BTC")
-    print("  last quotes, in each vendor's symbology:", file=out)
-    print(
-        f"    Massive   {format_occ(spy.contract):<24} bid {spy.bid:>8.2f} x {spy.bid_size:<5}"
-        f" ask {spy.ask:>8.2f} x {spy.ask_size:<5} q={spy.sequence}",
-        file=out,
-    )
+    events = sim.advance(60.0)
+    last = {e.contract: e for e in events if isinstance(e, OptionQuote)}
+    spy, spxw, btc = (last[c] for c in contracts)
     root, expiration, strike, right = to_theta(spxw.contract)
     date, ms_of_day = eastern_date_and_ms(spxw.ts_ns)
+    print(f"  {len(events):,} events; last quotes:", file=out)
     print(
-        f"    Theta     {root} {expiration} {strike} {right:<5} bid {spxw.bid:>8.2f} ask "
-        f"{spxw.ask:>8.2f} date={date} ms_of_day={ms_of_day}",
+        f"  Massive    {format_occ(spy.contract):<22} bid {spy.bid:.2f} x {spy.bid_size} "
+        f"ask {spy.ask:.2f} x {spy.ask_size}  q={spy.sequence}",
         file=out,
     )
     print(
-        f"    Amberdata {format_deribit(btc.contract):<24} bid {btc.bid:>8.4f} ask "
-        f"{btc.ask:>8.4f} (BTC)",
+        f"  Theta      {root} {expiration} {strike} {right}  bid {spxw.bid:.2f} ask "
+        f"{spxw.ask:.2f}  date={date} ms_of_day={ms_of_day}",
         file=out,
     )
-    index = [e for e in events if isinstance(e, IndexPrice)]
-    if index:
-        last = index[-1]
+    print(
+        f"  Amberdata  {format_deribit(btc.contract):<22} bid {btc.bid:.4f} ask {btc.ask:.4f} "
+        "(BTC)",
+        file=out,
+        flush=True,
+    )
+
+
+def _scenarios(seed: int, out: TextIO) -> list:  # type: ignore[type-arg]
+    from scenarios.model import load_scenario
+    from scenarios.runner import run_scenario_sync
+
+    print(
+        "\n== 2. Flagship scenarios against the built-in clients (virtual time)",
+        file=out,
+        flush=True,
+    )
+    reports = []
+    for name in FLAGSHIPS:
+        scenario = load_scenario(LIBRARY / f"{name}.toml")
         print(
-            f"  SPX price reports: {len(index):,}, last {last.price:.2f} at "
-            f"{from_unix_ns(last.ts_ns, EASTERN):%H:%M:%S} ET",
+            f"  running {name}: {scenario.duration:g} s of {scenario.vendor} market ...",
+            file=out,
+            end="",
+            flush=True,
+        )
+        report = run_scenario_sync(scenario)
+        wall = float(report.wall.get("elapsed_s") or 0.0)
+        delivered = report.metrics.get("delivered", 0)
+        rate = f"{delivered / wall:,.0f} events/s delivered, " if wall else ""
+        print(
+            f" {'pass' if report.passed else 'FAIL'} ({rate}"
+            f"{report.wall.get('speedup')}x real time)",
             file=out,
         )
-    print(f"  reproduce: feedlab demo --seed {seed}", file=out)
-    return 0
+        for fault in report.faults:
+            params = " ".join(f"{k}={v}" for k, v in sorted(fault.get("params", {}).items()))
+            print(f"      at {fault['time']:>7.1f}s  {fault['kind']} {params}".rstrip(), file=out)
+        print(
+            f"      silent loss {report.metrics.get('silent_loss')}, covered by gap notices "
+            f"{report.metrics.get('covered_loss')}, reconnects "
+            f"{report.metrics.get('reconnects')}, max recovery "
+            f"{float(report.metrics.get('max_recovery') or 0):.2f} s",
+            file=out,
+            flush=True,
+        )
+        reports.append(report)
+    return reports
+
+
+def _chaos(seed: int, out: TextIO):  # type: ignore[no-untyped-def]
+    from scenarios.chaos import SearchSettings, search
+    from scenarios.model import scenario_to_toml
+
+    print(f"\n== 3. Chaos search against a flawed client ({NAIVE_CLIENT})", file=out, flush=True)
+    settings = SearchSettings(vendor="massive", factory=NAIVE_CLIENT, examples=200, seed=seed)
+    result = search(settings)
+    if result.finding is None:
+        print("  nothing found (unexpected: this client does not resubscribe)", file=out)
+        return None
+    print(
+        f"  found after {result.examples} example(s), shrunk in {result.shrink_runs} more "
+        f"run(s): {'; '.join(result.finding.problems)}",
+        file=out,
+    )
+    print("  the minimal failing scenario (feedlab run reproduces it):", file=out)
+    for line in scenario_to_toml(result.finding.scenario).splitlines():
+        print(f"    {line}", file=out)
+    return result.finding.scenario

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import trio
 import trio_websocket
 
 from mocks.cli import main
+from mocks.demo import run_demo
 
 FEEDLAB = [sys.executable, "-m", "mocks.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +49,15 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
 
 
-def test_demo_prints_a_summary_and_the_seed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seed", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "seed 3" in out and "OptionQuote" in out and "O:SPY" in out and "BTC-" in out
+def test_demo_runs_the_scenarios_and_the_chaos_search(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert run_demo(seed=3, out=out, report_dir=tmp_path) == 0
+    text = out.getvalue()
+    assert "seed 3" in text and "O:SPY" in text and "BTC-" in text
+    assert text.count(" pass (") == 7 and "FAIL" not in text
+    assert 'kind = "cut"' in text or 'kind = "close"' in text  # the minimal schedule
+    assert (tmp_path / "demo.html").read_text().startswith("<!DOCTYPE html")
+    assert "\x1b[" not in text  # no colour codes: readable when piped
 
 
 def _wait_for_lines(proc: subprocess.Popen[str], count: int) -> list[str]:
