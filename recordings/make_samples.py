@@ -141,8 +141,15 @@ def make(sample: Sample, out: Path | None = None, seed: int = SEED) -> tuple[Pat
 
 
 def main(argv: list[str]) -> int:
+    """`make_samples.py [VENDOR...] [--out-dir DIR]` (default: rewrite the shipped samples)."""
+    out_dir: Path | None = None
+    if "--out-dir" in argv:
+        i = argv.index("--out-dir")
+        out_dir = Path(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
     for name in argv or list(SAMPLES):
-        path, delivered = make(SAMPLES[name])
+        sample = SAMPLES[name]
+        path, delivered = make(sample, out_dir / sample.path.name if out_dir else None)
         size = path.stat().st_size
         print(f"{path.name}: {size:,} bytes, {len(delivered)} events delivered")
     return 0

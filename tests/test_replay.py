@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -48,15 +49,36 @@ def market_data(events: list[Any]) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
-    """Each sample made afresh: what its client delivered while being recorded."""
-    out: dict[str, list[Any]] = {}
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Any]]]:
+    """Each sample made afresh in this process: the file, and what its client delivered while
+    being recorded. (The order of lines written at one instant may differ from the shipped
+    file's when other tests ran first in this process: Trio's scheduler under Hypothesis orders
+    tasks by a process-wide counter. The shipped bytes are checked in a fresh process below.)"""
+    out: dict[str, tuple[Path, list[Any]]] = {}
     for vendor in VENDORS:
         sample = make_samples.SAMPLES[vendor]
         path, delivered = make_samples.make(sample, tmp_path_factory.mktemp(vendor) / "s.jsonl.gz")
-        assert path.read_bytes() == sample.path.read_bytes(), f"{sample.path} is out of date"
-        out[vendor] = market_data(delivered)
+        out[vendor] = (path, market_data(delivered))
     return out
+
+
+@pytest.fixture(scope="module")
+def recorded(made: dict[str, tuple[Path, list[Any]]]) -> dict[str, list[Any]]:
+    return {vendor: delivered for vendor, (_, delivered) in made.items()}
+
+
+def test_the_shipped_samples_are_what_the_script_makes(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "recordings" / "make_samples.py"), "--out-dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    for vendor in VENDORS:
+        shipped = make_samples.SAMPLES[vendor].path
+        assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), (
+            f"{shipped} is out of date: run recordings/make_samples.py"
+        )
 
 
 def test_samples_are_small_synthetic_and_what_the_script_makes(
@@ -110,16 +132,17 @@ async def consume(client: Any, subscriptions: tuple[str, ...], seconds: float) -
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_replay_through_the_builtin_client_reproduces_the_recorded_events(
     autojump_clock: trio.abc.Clock,
-    recorded: dict[str, list[Any]],
+    made: dict[str, tuple[Path, list[Any]]],
     vendor: str,
     speed: float | None,
 ) -> None:
     sample = make_samples.SAMPLES[vendor]
-    async with open_replay(sample.path, speed=speed) as service:
+    path, delivered = made[vendor]
+    async with open_replay(path, speed=speed) as service:
         got = await consume(client_for(vendor, service), sample.subscriptions, 70.0)
-        assert_reproduces(got, recorded[vendor])
+        assert_reproduces(got, delivered)
         (session,) = replay_sessions(service)
-        assert session.frames_sent == len(build_timeline(read_recording(sample.path)).frames)
+        assert session.frames_sent == len(build_timeline(read_recording(path)).frames)
 
 
 async def test_the_recorded_timing_is_kept_and_scaled(autojump_clock: trio.abc.Clock) -> None:
@@ -142,17 +165,17 @@ async def test_the_recorded_timing_is_kept_and_scaled(autojump_clock: trio.abc.C
 
 
 async def test_a_client_gets_only_what_it_subscribed_to(
-    autojump_clock: trio.abc.Clock, recorded: dict[str, list[Any]]
+    autojump_clock: trio.abc.Clock, made: dict[str, tuple[Path, list[Any]]]
 ) -> None:
     """Massive batches mixing both contracts are cut down to the one subscribed."""
-    sample = make_samples.SAMPLES["massive"]
+    path, delivered = made["massive"]
     spy = "O:SPY250321C00575000"
-    frames = build_timeline(read_recording(sample.path)).frames
+    frames = build_timeline(read_recording(path)).frames
     pairs = [cast(tuple[tuple[str, str], ...], f.keys) for f in frames]
     assert any({sym for _, sym in keys} == {spy, "O:QQQ250321P00480000"} for keys in pairs)
-    async with open_replay(sample.path, speed=None) as service:
+    async with open_replay(path, speed=None) as service:
         got = await consume(client_for("massive", service), (f"Q.{spy}",), 70.0)
-    expected = [e for e in recorded["massive"] if type(e).__name__ == "Quote" and e.symbol == spy]
+    expected = [e for e in delivered if type(e).__name__ == "Quote" and e.symbol == spy]
     assert_reproduces(got, expected)
 
 
