@@ -364,6 +364,12 @@ class Director:
                 rng = derive_rng(self.seed, f"fault:{index}:{fault.kind}:{now:.6f}")
                 self.messages.add(_Active(fault, until, budget, rng, contract))
             ids = tuple(c.conn_id for c in targets) if fault.connection else ()
+        elif fault.kind == "burst":
+            duration = fault.duration if fault.duration is not None else 60.0
+            market = self.server.market
+            market.sim.burst(float(fault.param("factor")), duration, at=now)
+            market.tell_nowait(None)  # the market actor recomputes when to wake
+            note = f"x{fault.param('factor'):g} for {duration:g}s"
         elif fault.kind == "restart":
             downtime = fault.duration if fault.duration is not None else 5.0
             await self._spawn(self.server.restart, downtime)

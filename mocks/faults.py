@@ -252,6 +252,15 @@ KINDS: dict[str, FaultKind] = _kinds(
             Param("trade_streams", int, 0, "Theta trade streams (0: unchanged)"),
         ),
     ),
+    # -- market ----------------------------------------------------------------------------------
+    FaultKind(
+        "burst",
+        "market",
+        "The market gets busier for a while: every quote and trade rate times "
+        "`factor` (a news spike). Without duration it lasts 60 s.",
+        (Param("factor", float, 10.0, "rate multiplier"),),
+        lasts=True,
+    ),
 )
 
 SCHEDULE_KEYS = ("at", "every", "count", "probability", "duration", "connection", "contract")

@@ -91,6 +91,8 @@ SEARCH_ORDER: tuple[str, ...] = (
     "bandwidth",
     "slice",
     "fragment",
+    # The market itself.
+    "burst",
 )
 """Every fault kind the search draws from, simplest first (the shrinker's direction)."""
 
@@ -202,6 +204,9 @@ def fault_strategy(kind: str, duration: float) -> st.SearchStrategy[Fault]:
     elif kind == "fragment":
         params["duration"] = lasting
         params["size"] = st.integers(16, 1024)
+    elif kind == "burst":
+        params["duration"] = lasting
+        params["factor"] = _whole(2, 20)
     return st.builds(make, at=at, **params)
 
 

@@ -420,3 +420,14 @@ async def test_a_bug_on_one_connection_spares_the_others(autojump_clock: trio.ab
 def test_auth_failure_takes_a_number_of_attempts() -> None:
     made = parse_fault({"kind": "auth_failure", "at": "1m", "attempts": 3}, "massive")
     assert made.param("attempts") == 3
+
+
+async def test_burst_multiplies_what_the_client_receives(autojump_clock: trio.abc.Clock) -> None:
+    async with echo() as (server, director), server.connect("ws://x/echo") as ws:
+        await subscribed(ws)
+        before = len(await quotes(ws, 60))
+        await director.inject(fault("burst", at=0, factor=10.0, duration="1m"))
+        during = len(await quotes(ws, 60))
+        after = len(await quotes(ws, 60))
+        assert during > 5 * before and during > 5 * after
+        assert director.applied[-1].note == "x10 for 60s"

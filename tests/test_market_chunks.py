@@ -166,3 +166,28 @@ def test_next_time_is_when_the_next_event_is() -> None:
         assert t is not None
         batch = sim.advance(t)
         assert batch and batch[-1].ts_ns <= sim.clock.unix_ns(t) + 1
+
+
+def test_a_burst_multiplies_the_rates_for_its_duration_whatever_the_slicing() -> None:
+    def run(window: float) -> list[object]:
+        sim = MarketSim(MarketSettings(seed=4))
+        for strike in (570, 575, 580):
+            sim.watch(parse_occ(f"O:SPY250321C00{strike}000"))
+        events: list[object] = []
+        t = 0.0
+        while t < 120.0 - 1e-9:
+            t = round(t + window, 6)
+            events += sim.advance(t)
+            if t == 30.0:
+                sim.burst(8.0, 30.0)
+        return events
+
+    coarse, fine = run(10.0), run(0.05)
+    assert coarse == fine
+    base_ns = MarketSim(MarketSettings(seed=4)).clock.start_ns
+
+    def count(lo: float, hi: float) -> int:
+        return sum(1 for e in coarse if lo * 1e9 <= e.ts_ns - base_ns < hi * 1e9)
+
+    before, during, after = count(0, 30), count(30, 60), count(60, 90)
+    assert during > 4 * before and during > 4 * after

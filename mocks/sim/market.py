@@ -577,14 +577,28 @@ class MarketSim:
         opened = rel if state.always_open else max(rel, self._sessions.after(rel)[0])
         state.tq = opened + rng.expovariate(1.0) * state.inv_q * 0.25  # the first quote, soon
         state.tt = opened + rng.expovariate(1.0) * state.inv_t
-        if self.settings.total_rate:
-            state.snapshot()
+        state.snapshot()
         self._contracts[contract] = state
         self._ordered.append(state)
         self._ordered.sort(key=lambda s: s.key_order)
         if rel < self._frontier:
             self._dirty = True
         return True
+
+    def burst(self, factor: float, duration: float, at: float | None = None) -> None:
+        """The market gets `factor` times busier for `duration` seconds from `at` (default now):
+        every watched contract's quote and trade rates, as on a news spike. Contracts already
+        generated past `at` go back to the chunk's start and redo it (their streams up to `at`
+        come out the same). A contract first watched during the burst starts at its usual rate."""
+        start = self.now if at is None else max(at, self.now)
+        rel = round(start * _NS)
+        base = self._rate_scale
+        self._rate_changes += [(rel, base / factor), (round((start + duration) * _NS), base)]
+        self._rate_changes.sort(key=_by_time)
+        for state in self._ordered:
+            if state.gen > rel:
+                state.restore()
+                self._dirty = True
 
     def watch_underlying(self, root: str, at: float | None = None) -> None:
         """Publish an underlying's moves (indices: price reports about once a second)."""
@@ -678,7 +692,7 @@ class MarketSim:
         end_f = float(end)
         self._rate_changes = [c for c in self._rate_changes if c[0] >= start]
         direct = not self._rate_changes  # no rate switch inside this chunk
-        snapshots = bool(self.settings.total_rate)
+        snapshots = True  # a rate change (total_rate, a burst) may roll a contract back
         previous, last_chunk = self._chunk_events, self._chunk_no
         self._chunk_no += 1
         self._chunk_events, self._chunk_times = [], []
