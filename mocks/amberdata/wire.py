@@ -28,8 +28,12 @@ class Request(msgspec.Struct):
 
 
 def decode_json(message: str | bytes) -> Any:
-    """The message as plain JSON values; raises msgspec.DecodeError when it is not JSON."""
-    return msgspec.json.decode(message)
+    """The message as plain JSON values; raises msgspec.DecodeError when it is not JSON,
+    including invalid UTF-8 and nesting too deep to decode (both found by fuzzing)."""
+    try:
+        return msgspec.json.decode(message)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise msgspec.DecodeError(f"not JSON: {type(exc).__name__}") from None
 
 
 def to_request(obj: Any) -> Request:

@@ -87,8 +87,8 @@ class MassiveSession:
             request = wire.decode_request(message)
         except wire.BadRequest as exc:
             return self._reply([invented.bad_request(str(exc))])
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return self._reply([wire.INVALID_JSON])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return self._reply([wire.INVALID_JSON])  # (too deep to decode is invalid too)
         action = request.action
         if action == "auth":
             return self._auth(request.params, now)

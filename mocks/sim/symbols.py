@@ -18,6 +18,9 @@ class SymbolError(ValueError):
     """Not a well-formed contract name in that vendor's syntax."""
 
 
+MAX_STRIKE_MILLI = 10**12  # a billion dollars: anything above is garbage, not a strike
+
+
 _OCC = re.compile(r"O:([A-Z][A-Z0-9]{0,5})(\d{2})(\d{2})(\d{2})([CP])(\d{8})")
 
 
@@ -51,11 +54,11 @@ def from_theta(root: object, expiration: object, strike: object, right: object) 
         strike_i = int(str(strike).strip())
         right_s = str(right).strip().upper()[:1]
         expiration_date = dt.date(exp // 10000, exp // 100 % 100, exp % 100)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # fuzzing found 40-digit dates
         raise SymbolError(f"bad Theta contract: {exc}") from None
     if not re.fullmatch(r"[A-Z][A-Z0-9.]{0,9}", root_s) or right_s not in ("C", "P"):
         raise SymbolError(f"bad Theta contract root/right: {root!r} {right!r}")
-    if strike_i <= 0:
+    if not 0 < strike_i < MAX_STRIKE_MILLI:
         raise SymbolError(f"bad Theta strike: {strike!r}")
     return OptionContract(root_s, expiration_date, strike_i, right_s)
 
@@ -72,7 +75,9 @@ def to_theta(contract: OptionContract) -> tuple[str, int, int, str]:
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DERIBIT = re.compile(r"([A-Z][A-Z0-9_]{1,15})-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])")
+_DERIBIT = re.compile(
+    r"([A-Z][A-Z0-9_]{1,15})-(\d{1,2})([A-Z]{3})(\d{2})-(\d{1,9}(?:d\d{1,3})?)-([CP])"
+)
 
 
 def parse_deribit(name: str) -> OptionContract:

@@ -77,6 +77,8 @@ def parse_request(message: str | bytes) -> Request:
         body = loads(message)
     except LenientError as exc:
         return BadRequest(invented.UNREADABLE_REQ_ID, f"unreadable: {exc}")
+    except RecursionError:  # nesting deeper than the reader's recursion allows (fuzzing)
+        return BadRequest(invented.UNREADABLE_REQ_ID, "unreadable: nested too deeply")
     if not isinstance(body, dict):
         return BadRequest(invented.UNREADABLE_REQ_ID, "not an object")
     raw_id = body.get("id")
