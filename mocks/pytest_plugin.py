@@ -171,8 +171,13 @@ def _read_marker(item: pytest.Item, marker: pytest.Mark) -> _Scenario:
     if len(marker.args) != 1 or not isinstance(marker.args[0], str | Path) or marker.kwargs:
         raise _bad(f"{item.nodeid}: use @pytest.mark.{MARKER}('path/to/file.toml')")
     path = Path(marker.args[0])
+    # Relative to the test file, the rootdir, then feedlab's own library, so that
+    # "scenarios/library/massive-disconnect-storm.toml" works from any project's suite.
+    installed = Path(__file__).resolve().parent.parent
     candidates = (
-        [path] if path.is_absolute() else [item.path.parent / path, item.config.rootpath / path]
+        [path]
+        if path.is_absolute()
+        else [item.path.parent / path, item.config.rootpath / path, installed / path]
     )
     for candidate in candidates:
         if candidate.is_file():
