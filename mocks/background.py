@@ -257,6 +257,12 @@ class BackgroundMock:
             keys = (*keys, self.api_key)
         if market is not None:
             market = dataclasses.replace(market, seed=seed)
+        else:  # a real-clock mock: the market starts now, as `feedlab serve` does
+            import datetime
+
+            from mocks.sim.market import MarketSettings  # here: the plugin imports us cheaply
+
+            market = MarketSettings(seed=seed, start=datetime.datetime.now(datetime.UTC))
         self._args: dict[str, Any] = {
             **options,
             "seed": seed,
