@@ -365,9 +365,11 @@ def run_script(text: str, processes: list[Process]) -> None:
 
 
 def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """Run pytester's files the way a user's suite runs them, with this repository's scenarios."""
+    """Run pytester's files the way a user's suite runs them, with this repository's scenarios:
+    in a fresh process, as a user's suite is (in process, the official client's asyncio state
+    from earlier tests leaked into the snippet's reconnect)."""
     (pytester.path / "scenarios").symlink_to(ROOT / "scenarios")
-    return pytester.runpytest(
+    return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning", *args
     )
 
