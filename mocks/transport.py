@@ -34,7 +34,6 @@ class Link(trio.abc.Stream):
         self.fragment_size: int | None = None  # re-frame messages into continuation frames
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.cut_done = False
 
     @property
     def stalled(self) -> bool:
@@ -99,7 +98,6 @@ class Link(trio.abc.Stream):
 
     async def cut(self) -> None:
         """Close the connection without a WebSocket close frame (the client sees 1006)."""
-        self.cut_done = True
         self._flowing.set()  # writers blocked by a stall now fail on the closed stream
         await trio.aclose_forcefully(self._stream)
 
