@@ -30,7 +30,11 @@ from mocks.testing import run_mock
 
 HERE = Path(__file__).resolve().parent
 SEED = 7
-DURATION = 60.0  # seconds of virtual market time
+# Seconds of virtual market time. Off the whole second on purpose: heartbeats, index reports and
+# OHLC bars fall on whole seconds, and a frame sent at the very instant the client stops would be
+# ordered against the client's STOP/close by Trio's deadline heap (which breaks ties by object
+# id, i.e. by memory layout): the file's bytes would then depend on PYTHONHASHSEED.
+DURATION = 60.5
 ACTIVITY = 4.0  # busier than the default market: batches of several events per frame
 KEY = "UAK-sample-key-7"  # Massive and Amberdata both see it; the file must not
 
