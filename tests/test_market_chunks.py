@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from mocks.sim import market
+from mocks.sim import market, quoting
 from mocks.sim.clock import EASTERN, MarketClock
 from mocks.sim.contracts import OptionContract
 from mocks.sim.events import Event, OptionQuote, OptionTrade
@@ -35,12 +35,12 @@ def chunks(seconds: float) -> Iterator[None]:
         market._CHUNK_EVENTS_PER_INSTRUMENT,
         market._CHUNK_MIN_NS,
         market._CHUNK_MAX_NS,
-        market._QUOTE_BLOCK,
-        market._TRADE_BLOCK,
+        quoting.QUOTE_BLOCK,
+        quoting.TRADE_BLOCK,
     )
     market._CHUNK_EVENTS_PER_INSTRUMENT = 0
     market._CHUNK_MIN_NS = market._CHUNK_MAX_NS = round(seconds * 1e9)
-    market._QUOTE_BLOCK, market._TRADE_BLOCK = 7, 3
+    quoting.QUOTE_BLOCK, quoting.TRADE_BLOCK = 7, 3
     try:
         yield
     finally:
@@ -48,8 +48,8 @@ def chunks(seconds: float) -> Iterator[None]:
             market._CHUNK_EVENTS_PER_INSTRUMENT,
             market._CHUNK_MIN_NS,
             market._CHUNK_MAX_NS,
-            market._QUOTE_BLOCK,
-            market._TRADE_BLOCK,
+            quoting.QUOTE_BLOCK,
+            quoting.TRADE_BLOCK,
         ) = saved
 
 
@@ -169,11 +169,11 @@ def test_next_time_is_when_the_next_event_is() -> None:
 
 
 def test_a_burst_multiplies_the_rates_for_its_duration_whatever_the_slicing() -> None:
-    def run(window: float) -> list[object]:
+    def run(window: float) -> list[Event]:
         sim = MarketSim(MarketSettings(seed=4))
         for strike in (570, 575, 580):
             sim.watch(parse_occ(f"O:SPY250321C00{strike}000"))
-        events: list[object] = []
+        events: list[Event] = []
         t = 0.0
         while t < 120.0 - 1e-9:
             t = round(t + window, 6)
