@@ -12,9 +12,11 @@ feed, `Session.overflowed` decides (Massive: `slow_consumer`, then close).
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,7 +34,7 @@ from mocks.session import Abort, Action, Close, ConnectionInfo, Send, Session, V
 from mocks.sim.actor import Market
 from mocks.sim.events import Event
 from mocks.sim.rng import derive_rng
-from mocks.transport import Link, memory_pair, serve_tcp
+from mocks.transport import Link, data_frame, memory_pair, serve_tcp
 
 
 class MessageFilter(Protocol):
@@ -57,16 +59,6 @@ class WireObserver(Protocol):
         """`conn.close_code` (server) / `conn.client_close_code` say who closed, and how."""
 
 
-class _NoFaults:
-    def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]:
-        return events
-
-    def on_frame(self, conn: Connection, frame: Send) -> Send:
-        return frame
-
-
-NO_FAULTS = _NoFaults()
-
 MAX_MESSAGE_SIZE = 1 << 20  # what the vendors' own clients accept; the mocks read the same
 logger = logging.getLogger("feedlab.server")
 
@@ -86,6 +78,8 @@ def _benign(exc: BaseException) -> bool:
     )
 
 
+COALESCE_BYTES = 64 * 1024  # frames written together up to about this many bytes per write
+SERVE_HISTORY = 1_000  # connections a long-running `feedlab serve` remembers after they end
 CLOSE_TIMEOUT = 5.0  # seconds a close frame may take to get out before the server drops TCP
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -259,7 +253,9 @@ class Connection:
         if self._events:
             events, self._events = self._events, []
             self._drained.set()
-            events = self.server.faults.on_events(self, events, now)
+            faults = self.server.faults
+            if faults is not None:
+                events = faults.on_events(self, events, now)
             if events and not await self._perform(session.publish(events, now)):
                 return False
         deadline = session.next_deadline()
@@ -270,21 +266,35 @@ class Connection:
         return True
 
     async def _perform(self, actions: list[Action]) -> bool:
-        """Carry out a session's actions; False once the connection is finished."""
+        """Carry out a session's actions; False once the connection is finished.
+
+        Consecutive frames go out in one write when the link has no byte-level fault switched
+        on (`Link.plain`): the same frames on the wire in fewer, larger TCP writes, which is
+        what keeps a fast feed (Theta's one message per frame) from costing a system call per
+        message. Under a byte fault every frame is its own write, as the fault expects."""
+        faults = self.server.faults
+        batch: list[Send] = []
         for action in actions:
             if isinstance(action, Send):
-                action = self.server.faults.on_frame(self, action)
+                if faults is not None:
+                    action = faults.on_frame(self, action)
+                if self.link.plain:
+                    batch.append(action)
+                    continue
+                if batch and not await self._send_batch(batch):
+                    return False
+                batch = []
                 try:
                     await self.ws.send_message(action.data)
                 except trio_websocket.ConnectionClosed:
                     return False
-                self.stats.frames_sent += 1
-                self.stats.events_sent += len(action.events)
-                self.server.ledger.note(self.conn_id, "sent", action.events)
-                self.server.on_sent(self, action)
-                for observer in self.server.observers:
-                    observer.sent(self, action.data, self.server.market.now())
-            elif isinstance(action, Close):
+                self._sent(action)
+                continue
+            if batch:
+                if not await self._send_batch(batch):
+                    return False
+                batch = []
+            if isinstance(action, Close):
                 self.close_code = action.code
                 with trio.move_on_after(2.0):
                     await self.ws.aclose(action.code, action.reason or None)
@@ -294,7 +304,47 @@ class Connection:
                 self.close_code = 1006
                 await self.link.cut()
                 return False
+        return not batch or await self._send_batch(batch)
+
+    async def _send_batch(self, sends: list[Send]) -> bool:
+        """Write these frames in as few writes as `COALESCE_BYTES` allows, then account for them.
+
+        The frames are built here, as trio-websocket would build them (a server's data frames
+        are unmasked and unfragmented, and no extension is ever negotiated), and written under
+        trio-websocket's own write lock, so a pong its reader sends never lands inside them."""
+        ws = self.ws
+        start = 0
+        while start < len(sends):
+            if ws.closed is not None:  # closing or closed: trio-websocket would refuse to send
+                return False
+            chunk: list[bytes] = []
+            size = 0
+            end = start
+            while end < len(sends) and (not chunk or size < COALESCE_BYTES):
+                chunk.append(data_frame(sends[end].data))
+                size += len(chunk[-1])
+                end += 1
+            try:
+                async with ws._stream_lock:
+                    await self.link.send_all(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await ws._abort_web_socket()
+                return False
+            for send in sends[start:end]:
+                self._sent(send)
+            start = end
         return True
+
+    def _sent(self, action: Send) -> None:
+        server = self.server
+        self.stats.frames_sent += 1
+        self.stats.events_sent += len(action.events)
+        server.ledger.note(self.conn_id, "sent", action.events)
+        server.on_sent(self, action)
+        if server.observers:
+            now = server.market.now()
+            for observer in server.observers:
+                observer.sent(self, action.data, now)
 
     async def _read(self) -> None:
         try:
@@ -325,6 +375,7 @@ class MockServer:
         max_buffer: int = 50_000,
         backpressure: bool = False,
         keep_events: bool = True,
+        history_limit: int | None = None,
     ) -> None:
         self.vendor = vendor
         self.hub = hub
@@ -335,7 +386,10 @@ class MockServer:
         # instead of declaring them slow consumers.
         self.backpressure = backpressure
         self.connections: dict[int, Connection] = {}
+        # Every connection ever accepted, oldest first; a long-running `feedlab serve` keeps
+        # only the last `history_limit` (finished connections hold their sessions' memory).
         self.history: list[Connection] = []
+        self.history_limit = history_limit
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
@@ -346,7 +400,7 @@ class MockServer:
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
         # ...) that a fault set for a while apply to reconnections too.
         self.on_accept: list[Callable[[Connection], None]] = []
-        self.faults: MessageFilter = NO_FAULTS  # message-level faults (mocks.director)
+        self.faults: MessageFilter | None = None  # message-level faults (mocks.director)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The feed actor: split every market batch by connection. Connections run in here too."""
@@ -427,6 +481,8 @@ class MockServer:
             conn = Connection(info, session, link, ws, self, self.max_buffer)
             self.connections[info.conn_id] = conn
             self.history.append(conn)
+            if self.history_limit is not None and len(self.history) > 2 * self.history_limit:
+                del self.history[: -self.history_limit]
             for hook in self.on_accept:
                 hook(conn)
             try:
@@ -447,10 +503,13 @@ class MockServer:
         finally:
             self.refusing = False
 
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Also listen on TCP; returns the bound port."""
+    async def serve_tcp(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Also listen on TCP (with `ssl_context`: TLS, for wss://); returns the bound port."""
         assert self._nursery is not None, "MockServer.run must be started first"
-        bound: int = await self._nursery.start(serve_tcp, self.handle_stream, host, port)
+        listen = functools.partial(serve_tcp, ssl_context=ssl_context)
+        bound: int = await self._nursery.start(listen, self.handle_stream, host, port)
         return bound
 
     @asynccontextmanager

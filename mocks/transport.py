@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -36,6 +37,18 @@ class Link(trio.abc.Stream):
         self.bytes_received = 0
 
     @property
+    def plain(self) -> bool:
+        """No byte- or frame-level switch is on: writes may carry several frames at once."""
+        return not (
+            self.latency
+            or self.jitter
+            or self.bandwidth
+            or self.slice_size
+            or self.withhold_pong
+            or self.fragment_size
+        )
+
+    @property
     def stalled(self) -> bool:
         return not self._flowing.is_set()
 
@@ -50,7 +63,8 @@ class Link(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         # trio-websocket writes one WebSocket frame per call (server frames are unmasked), which
-        # is what lets the WebSocket-level faults below work on the bytes.
+        # is what lets the WebSocket-level faults below work on the bytes. (The server writes
+        # several frames at once only while the link is `plain`.)
         if self.withhold_pong and len(data) >= 2 and data[0] & 0x0F == _PONG:
             return
         if self.fragment_size and len(data) >= 2 and data[0] & 0x0F in (_TEXT, _BINARY):
@@ -124,6 +138,15 @@ def _frame_header(fin: bool, opcode: int, length: int) -> bytes:
     return bytes((first, 127)) + length.to_bytes(8, "big")
 
 
+def data_frame(message: str | bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket data frame, as a server sends it (RFC 6455 5.2):
+    a text frame for str, a binary frame for bytes. The same bytes wsproto makes."""
+    if isinstance(message, str):
+        payload = message.encode()
+        return _frame_header(True, _TEXT, len(payload)) + payload
+    return _frame_header(True, _BINARY, len(message)) + message
+
+
 def fragment_frame(frame: bytes, size: int) -> bytes:
     """Split one unmasked, unfragmented data frame into a first frame and continuation frames."""
     opcode = frame[0] & 0x0F
@@ -151,15 +174,27 @@ async def serve_tcp(
     host: str,
     port: int,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on (host, port); `task_status.started` gets the bound port (port 0 picks one)."""
+    """Listen on (host, port); `task_status.started` gets the bound port (port 0 picks one).
+    With `ssl_context` every connection is TLS (wss://); the TLS handshake happens on the
+    handler's first read, so it falls under the WebSocket handshake's timeout."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
 
     async def on_stream(stream: trio.SocketStream) -> None:
-        peer = stream.socket.getpeername()
-        await handler(stream, f"{peer[0]}:{peer[1]}")
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:  # reset before we looked (ENOTCONN): nothing to serve, keep listening
+            await stream.aclose()
+            return
+        served: trio.abc.Stream = stream
+        if ssl_context is not None:
+            # https_compatible: a client may drop TCP after the close frame without TLS's
+            # close_notify; that is an ordinary end, not a broken stream.
+            served = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+        await handler(served, f"{peer[0]}:{peer[1]}")
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, on_stream, listeners)

@@ -105,12 +105,16 @@ class MassiveSession:
         if self.state != _AUTHENTICATED:
             return []
         out: list[Action] = []
-        quotes = self.subscriptions[QUOTES]
+        # The hot loop of `--rate max`: one symbol lookup per quote, encoded straight into the
+        # batch (`_add`); everything else takes the general path.
+        quotes = self.subscriptions[QUOTES] if not self.delayed else {}
+        symbols, add = self._symbols, self._add
+        encode, quote_event = wire.encode, wire.quote_event
         for event in events:
-            if isinstance(event, OptionQuote):
-                if not self.delayed and self._symbol(event.contract) in quotes:
-                    sym = self._symbols[event.contract]
-                    out += self._add(wire.encode(wire.quote_event(sym, event)), event)
+            if type(event) is OptionQuote:
+                sym = symbols.get(event.contract) or self._symbol(event.contract)
+                if sym in quotes:
+                    add(encode(quote_event(sym, event)), event, out)
             elif isinstance(event, OptionTrade):
                 if self.delayed:
                     release = self.server.market_time(event.ts_ns) + self._lag
@@ -295,7 +299,7 @@ class MassiveSession:
         sym = self._symbol(trade.contract)
         if self._wants(TRADES, sym):
             event = wire.trade_event(sym, trade, _conditions(trade.conditions))
-            out += self._add(wire.encode(event), trade)
+            self._add(wire.encode(event), trade, out)
         channels = [ch for ch in self._bars if self._wants(ch, sym)]
         if channels:
             day = self._day.add(trade)
@@ -303,7 +307,7 @@ class MassiveSession:
                 builder = self._bars[channel]
                 finished = builder.add(trade, day)
                 if finished is not None:
-                    out += self._add(wire.encode(builder.render(sym, finished)), None)
+                    self._add(wire.encode(builder.render(sym, finished)), None, out)
         return out
 
     def _bar_due(self, end_ms: int) -> float:
@@ -319,24 +323,26 @@ class MassiveSession:
         out: list[Action] = []
         for builder in self._bars.values():
             for contract, bar in builder.due(is_due):
-                out += self._add(wire.encode(builder.render(self._symbol(contract), bar)), None)
+                self._add(wire.encode(builder.render(self._symbol(contract), bar)), None, out)
         return out
 
     # -- framing -----------------------------------------------------------------------------------
 
-    def _add(self, encoded: bytes, event: Event | None) -> list[Action]:
-        out: list[Action] = []
-        if self._batch and self._batch_bytes + len(encoded) + 2 > self.settings.max_frame_bytes:
+    def _add(self, encoded: bytes, event: Event | None, out: list[Action]) -> None:
+        """Batch one encoded event; frames that fill up go to `out`."""
+        batch = self._batch
+        size = len(encoded) + 1
+        if batch and self._batch_bytes + size + 1 > self.settings.max_frame_bytes:
             out += self._flush()
-        self._batch.append(encoded)
-        self._batch_bytes += len(encoded) + 1
+            batch = self._batch
+        if not batch:
+            self._batch_since = self._now
+        batch.append(encoded)
+        self._batch_bytes += size
         if event is not None:
             self._batch_events.append(event)
-        if self._batch_since is None:
-            self._batch_since = self._now
-        if len(self._batch) >= self.settings.max_batch_events:
+        if len(batch) >= self.settings.max_batch_events:
             out += self._flush()
-        return out
 
     def _flush(self) -> list[Action]:
         if not self._batch:

@@ -152,6 +152,10 @@ class ThetaTerminal:
         self.heartbeats_stopped_until = -math.inf
         self._last_quote: dict[OptionContract, OptionQuote] = {}
         self._quotes_owed: dict[OptionContract, int] = {}
+        # Per contract, made once (the quote path runs for every quote): its stream keys, and
+        # its quote messages' bytes up to the body for the upstream status they were made with.
+        self._option_keys: dict[OptionContract, tuple[StreamKey, StreamKey]] = {}
+        self._quote_prefixes: dict[OptionContract, tuple[str, bytes]] = {}
         self._option_ohlc: dict[OptionContract, _Ohlc] = {}
         self._index_ohlc: dict[str, _Ohlc] = {}
         self._index_last_sent: dict[str, float] = {}
@@ -413,16 +417,23 @@ class ThetaTerminal:
     def _option_quote(self, quote: OptionQuote, out: list[Action]) -> None:
         contract = quote.contract
         self._last_quote[contract] = quote
-        owed = self._quotes_owed.get(contract, 0)
+        keys = self._option_keys.get(contract)
+        if keys is None:
+            keys = self._option_keys[contract] = (
+                StreamKey(OPTION, QUOTE, contract),
+                StreamKey(OPTION, MARKET_VALUE, contract),
+            )
+        quote_key, value_key = keys
+        owed = self._quotes_owed.get(contract, 0) if self._quotes_owed else 0
         if owed:
             if owed > 1:
                 self._quotes_owed[contract] = owed - 1
             else:
                 del self._quotes_owed[contract]
             out.append(self._quote_message(quote))
-        elif StreamKey(OPTION, QUOTE, contract) in self.streams:
+        elif quote_key in self.streams:
             out.append(self._quote_message(quote))
-        if StreamKey(OPTION, MARKET_VALUE, contract) in self.streams:
+        if value_key in self.streams:
             date, ms = eastern_date_and_ms(quote.ts_ns)
             bid, ask, price = invented.market_value(quote.bid, quote.ask)
             message = wire.MarketValueMessage(
@@ -446,10 +457,12 @@ class ThetaTerminal:
             codes.QUOTE_NATIONAL_BBO,
             date,
         )
-        message = wire.QuoteMessage(
-            wire.DataHeader(self.upstream, QUOTE), wire.option_contract(quote.contract), body
-        )
-        return Send(wire.encode(message), (quote,))
+        contract, upstream = quote.contract, self.upstream
+        made = self._quote_prefixes.get(contract)
+        if made is None or made[0] != upstream:
+            prefix = wire.data_prefix(upstream, QUOTE, wire.option_contract(contract), "quote")
+            made = self._quote_prefixes[contract] = (upstream, prefix)
+        return Send(wire.with_body(made[1], body), (quote,))
 
     def _option_trade(self, trade: OptionTrade, bulk: bool, out: list[Action]) -> None:
         contract = trade.contract

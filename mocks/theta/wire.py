@@ -221,7 +221,7 @@ class RootContractBody(msgspec.Struct):
 ContractBody = OptionContractBody | RootContractBody
 
 
-class QuoteBody(msgspec.Struct):
+class QuoteBody(msgspec.Struct, gc=False):
     ms_of_day: int
     bid_size: int
     bid_exchange: int
@@ -303,6 +303,18 @@ _encoder = msgspec.json.Encoder()
 def encode(message: msgspec.Struct) -> str:
     """One text frame."""
     return _encoder.encode(message).decode()
+
+
+def data_prefix(status: str, req_type: str, contract: ContractBody, section: str) -> bytes:
+    """A data message's bytes up to its body, `{"header":{...},"contract":{...},"quote":`: made
+    once per contract and status, so each message encodes only its body (`with_body` gives the
+    same bytes as `encode` of the whole message)."""
+    header, body = _encoder.encode(DataHeader(status, req_type)), _encoder.encode(contract)
+    return b'{"header":%s,"contract":%s,"%s":' % (header, body, section.encode())
+
+
+def with_body(prefix: bytes, body: msgspec.Struct) -> str:
+    return (prefix + _encoder.encode(body) + b"}").decode()
 
 
 def status_message(status: str) -> str:
