@@ -1,0 +1,407 @@
+"""Soak (issue 10): churning clients against `feedlab serve` for minutes; memory must stay flat.
+
+50 asyncio `websockets` clients connect, authenticate, subscribe a few contracts from a fixed
+pool, read for a while and go, again and again: half the goodbyes are clean close frames, half
+abrupt drops (the TCP connection closed without a close frame). With `serve all` the clients are
+split over the vendors: Massive and Amberdata each get their own API key per client (Massive
+allows one connection per key); Theta gets a few, because the terminal takes one client at a
+time (a newcomer drops the one before, which is churn too). The contract pool is fixed, so the
+set of contracts the market simulates stops growing after warm-up: what grows after that is a
+leak, not new work.
+
+The server's RSS (`VmRSS` of /proc/PID/status) and open file descriptors are sampled every few
+seconds. After the warm-up (the first fifth of the run, at least 30 s), a least-squares line
+through the RSS samples gives the growth over the rest of the run; more than the noise threshold
+(`--threshold-mib`, default 16 MiB, or 10% of the warm RSS if larger: Python's allocator keeps
+arenas it has used, so RSS moves in steps) fails the soak. So do a server that died, one that
+stopped serving (a fresh client per vendor must get data at the end), or more open descriptors
+at the end than at the start (beyond a few).
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--vendors all] [--clients 50] [--seed 1]
+
+Exit status 0 if memory stayed flat and the server kept serving, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import websockets.asyncio.client
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import WebSocketException
+
+ROOT = Path(__file__).resolve().parent.parent
+FEEDLAB = ROOT / ".venv" / "bin" / "feedlab"
+MIB = 1 << 20
+
+# A fixed pool per vendor: clients pick from it, so the watched set is bounded.
+MASSIVE_POOL = [
+    f"O:SPY250620{right}{strike * 1000:08d}" for strike in range(500, 600, 5) for right in "CP"
+]
+THETA_POOL = [(20250620, strike * 1000, right) for strike in range(500, 600, 10) for right in "CP"]
+AMBERDATA_POOL = [
+    f"BTC-27JUN25-{strike}-{right}" for strike in range(50_000, 110_000, 5_000) for right in "CP"
+]
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    urls: dict[str, str]  # vendor -> ws URL
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def errors(self) -> list[str]:
+        """Lines the server logged about failures (a connection's bug, a traceback)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "failed" in line or "Traceback" in line]
+
+
+def start_server(
+    vendors: list[str], extra: list[str], log: Path, feedlab: list[str] | None = None
+) -> Server:
+    """`feedlab serve VENDORS --port 0 ...`, stderr to `log`; waits for every listening line.
+    `feedlab` replaces the command (e.g. a patched server, to check a fix)."""
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*(feedlab or [str(FEEDLAB)]), "serve", *vendors, "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None
+    expected = 3 if vendors == ["all"] else len(vendors)
+    urls: dict[str, str] = {}
+    while len(urls) < expected:
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            proc.kill()
+            raise RuntimeError(f"feedlab serve did not start: {line!r}; see {log}")
+        name, url = line.split(" listening on ", 1)
+        urls[name.strip()] = url.strip()
+    return Server(proc, urls, log)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# -- one client's visit, per vendor ----------------------------------------------------------------
+
+
+async def _connect(url: str, headers: dict[str, str] | None = None) -> ClientConnection:
+    return await websockets.asyncio.client.connect(
+        url,
+        additional_headers=headers,
+        max_size=1 << 20,
+        compression=None,
+        open_timeout=20,
+        ping_interval=None,
+    )
+
+
+async def massive_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
+    ws = await _connect(url)
+    await ws.recv()  # connected
+    await ws.send(orjson.dumps({"action": "auth", "params": f"soak-{slot}"}).decode())
+    await ws.recv()  # auth_success
+    picked = rng.sample(MASSIVE_POOL, rng.randint(1, 10))
+    params = ",".join(f"{channel}.{s}" for s in picked for channel in ("Q", "T"))
+    await ws.send(orjson.dumps({"action": "subscribe", "params": params}).decode())
+    return ws
+
+
+async def theta_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
+    ws = await _connect(url)
+    base = rng.randrange(1_000_000)  # unique, increasing ids within a visit
+    for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5))):
+        request = {
+            "msg_type": "STREAM",
+            "sec_type": "OPTION",
+            "req_type": "QUOTE",
+            "add": True,
+            "id": base + n,
+            "contract": {"root": "SPY", "expiration": expiration, "strike": strike, "right": right},
+        }
+        await ws.send(orjson.dumps(request).decode())
+    return ws
+
+
+async def amberdata_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
+    ws = await _connect(url, {"x-api-key": f"UAK-soak-{slot}"})
+    for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5))):
+        request = {
+            "jsonrpc": "2.0",
+            "id": n + 1,
+            "method": "subscribe",
+            "params": [
+                "market:options:order:snapshots",
+                {"instrument": instrument, "exchange": "deribit"},
+            ],
+        }
+        await ws.send(orjson.dumps(request).decode())
+    return ws
+
+
+Visit = Callable[[str, int, random.Random], "asyncio.Future[ClientConnection] | object"]
+VISITS = {"massive": massive_visit, "theta": theta_visit, "amberdata": amberdata_visit}
+
+
+def vendor_for(slot: int, vendors: list[str]) -> str:
+    """Theta takes one client at a time: with several vendors, every tenth client is Theta's."""
+    if len(vendors) == 1:
+        return vendors[0]
+    others = [v for v in vendors if v != "theta"] or vendors
+    if "theta" in vendors and slot % 10 == 9:
+        return "theta"
+    return others[slot % len(others)]
+
+
+@dataclass
+class Tally:
+    visits: int = 0
+    clean: int = 0
+    dropped: int = 0
+    messages: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def churn(
+    urls: dict[str, str], slot: int, seed: int, until: float, tally: Tally, reading: float = 4.0
+) -> None:
+    """One client slot: visit, read 0.2-`reading` s, leave cleanly or abruptly; until `until`."""
+    rng = random.Random(f"{seed}:{slot}")
+    vendor = vendor_for(slot, list(urls))
+    visit = VISITS[vendor]
+    while time.monotonic() < until:
+        try:
+            ws = await visit(urls[vendor], slot, rng)
+            stay = rng.uniform(0.2, reading)
+            try:
+                async with asyncio.timeout(stay):
+                    async for _ in ws:
+                        tally.messages += 1
+            except TimeoutError:
+                pass
+            tally.visits += 1
+            if rng.random() < 0.5:
+                tally.clean += 1
+                await ws.close()
+            else:
+                tally.dropped += 1
+                ws.transport.abort()  # no close frame: the server sees the TCP connection go
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            # Theta's terminal drops a client when the next one comes: expected churn.
+            if vendor != "theta":
+                tally.failures.append(f"{vendor} slot {slot}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2)
+
+
+async def serving(urls: dict[str, str], timeout: float = 15.0) -> dict[str, bool]:
+    """Does a fresh client of each vendor get data within `timeout`?"""
+    results: dict[str, bool] = {}
+    rng = random.Random(0)
+    for vendor, url in urls.items():
+        ok = False
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await VISITS[vendor](url, 10_000, rng)
+                async for message in ws:
+                    text = message if isinstance(message, str) else message.decode()
+                    if any(
+                        mark in text for mark in ('"ev":"Q"', '"ev":"T"', "QUOTE", "subscription")
+                    ):
+                        ok = True
+                        break
+                await ws.close()
+        except (OSError, WebSocketException, TimeoutError):
+            ok = False
+        results[vendor] = ok
+    return results
+
+
+# -- the soak --------------------------------------------------------------------------------------
+
+
+def slope_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares (slope per second, intercept)."""
+    n = len(points)
+    if n < 2:
+        return 0.0, points[0][1] if points else 0.0
+    mx = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    sxy = sum((p[0] - mx) * (p[1] - my) for p in points)
+    slope = sxy / sxx if sxx else 0.0
+    return slope, my - slope * mx
+
+
+@dataclass
+class SoakResult:
+    samples: list[tuple[float, int, int]]  # (seconds since start, RSS bytes, open fds)
+    tally: Tally
+    warmup: float
+    growth: float  # bytes over the post-warm-up span, from the fitted line
+    slope: float  # bytes per second after warm-up
+    threshold: float
+    alive: bool
+    serving: dict[str, bool]
+
+    @property
+    def flat(self) -> bool:
+        return self.growth <= self.threshold
+
+    @property
+    def fds_ok(self) -> bool:
+        return self.samples[-1][2] <= self.samples[0][2] + 8
+
+
+async def soak(
+    server: Server,
+    seconds: float,
+    clients: int,
+    seed: int,
+    interval: float,
+    threshold_mib: float,
+    warmup: float | None = None,
+    out: Callable[[str], None] = print,
+) -> SoakResult:
+    started = time.monotonic()
+    until = started + seconds
+    tally = Tally()
+    samples = [(0.0, rss_bytes(server.pid), open_fds(server.pid))]
+    tasks = [
+        asyncio.create_task(churn(server.urls, slot, seed, until, tally)) for slot in range(clients)
+    ]
+    next_report = started + 60.0
+    while time.monotonic() < until and server.alive():
+        await asyncio.sleep(min(interval, max(0.0, until - time.monotonic())))
+        if not server.alive():
+            break
+        samples.append((time.monotonic() - started, rss_bytes(server.pid), open_fds(server.pid)))
+        if time.monotonic() >= next_report:
+            next_report += 60.0
+            at, rss, fds = samples[-1]
+            out(
+                f"  {at:5.0f} s: RSS {rss / MIB:.1f} MiB, {fds} fds, {tally.visits} visits, "
+                f"{len(tally.failures)} failures"
+            )
+    await asyncio.gather(*tasks, return_exceptions=True)
+    alive = server.alive()
+    if alive:
+        await asyncio.sleep(2.0)  # the last connections' endings reach the server
+        samples.append((time.monotonic() - started, rss_bytes(server.pid), open_fds(server.pid)))
+    serving_now = await serving(server.urls) if alive else {v: False for v in server.urls}
+    warm = warmup if warmup is not None else max(30.0, seconds / 5)
+    after = [(t, float(r)) for t, r, _ in samples if t >= warm]
+    slope, _ = slope_fit(after)
+    growth = slope * (after[-1][0] - after[0][0]) if len(after) > 1 else 0.0
+    warm_rss = after[0][1] if after else float(samples[0][1])
+    threshold = max(threshold_mib * MIB, 0.10 * warm_rss)
+    return SoakResult(samples, tally, warm, growth, slope, threshold, alive, serving_now)
+
+
+def report(result: SoakResult, out: Callable[[str], None] = print) -> None:
+    rss = [s[1] for s in result.samples]
+    fds = [s[2] for s in result.samples]
+    t = result.tally
+    out(
+        f"  {t.visits} visits ({t.clean} clean closes, {t.dropped} abrupt drops), "
+        f"{t.messages:,} messages read, {len(t.failures)} failed visits"
+    )
+    for failure in t.failures[:5]:
+        out(f"    {failure}")
+    out(
+        f"  RSS start {rss[0] / MIB:.1f} MiB, end {rss[-1] / MIB:.1f} MiB, "
+        f"max {max(rss) / MIB:.1f} MiB; open fds start {fds[0]}, end {fds[-1]}, max {max(fds)}"
+    )
+    out(
+        f"  after {result.warmup:.0f} s warm-up: slope {result.slope * 60 / MIB:+.2f} MiB/min, "
+        f"growth {result.growth / MIB:+.1f} MiB (noise threshold {result.threshold / MIB:.0f} MiB)"
+    )
+    out(
+        f"  server alive: {result.alive}; serving at the end: "
+        + ", ".join(f"{v} {'yes' if ok else 'NO'}" for v, ok in result.serving.items())
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="churning clients; memory must stay flat")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--vendors", nargs="+", default=["all"], help="all, or vendor names")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--threshold-mib", type=float, default=16.0)
+    parser.add_argument("--rate", default="2000", help="feedlab serve --rate (total events/s)")
+    parser.add_argument("--feedlab", default=None, help="the command instead of .venv/bin/feedlab")
+    args = parser.parse_args()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"feedlab-soak-{os.getpid()}.log"
+    command = args.feedlab.split() if args.feedlab else None
+    server = start_server(args.vendors, ["--rate", args.rate], log, command)
+    try:
+        time.sleep(1.0)
+        print(
+            f"soak: feedlab serve {' '.join(args.vendors)} --rate {args.rate}, {args.clients} "
+            f"churning clients for {args.minutes:g} min (pid {server.pid}, log {log})",
+            flush=True,
+        )
+        result = asyncio.run(
+            soak(
+                server,
+                args.minutes * 60,
+                args.clients,
+                args.seed,
+                args.interval,
+                args.threshold_mib,
+                out=lambda line: print(line, flush=True),
+            )
+        )
+    finally:
+        server.stop()
+    report(result)
+    errors = server.errors()
+    if errors:
+        print(f"  server logged {len(errors)} failure line(s), e.g. {errors[0]}")
+    ok = result.flat and result.alive and all(result.serving.values()) and result.fds_ok
+    print(f"soak: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
