@@ -1,12 +1,18 @@
 """What the three vendor clients share, none of it protocol code (DESIGN.md, principle 6):
 reconnect backoff, per-contract sequence tracking, gap notices, status events and the connector
 that opens a WebSocket (live TCP/TLS by default, in-memory streams under test).
+
+What every client does with a frame it cannot read (the same in all three): it skips the frame,
+or the one message of a batched frame, keeps reading, counts it in `stats.dropped` and delivers
+a `Dropped` event saying why. Only the documented terminal conditions (a refused key, the limits,
+`max_reconnects`) ever raise from a client's iterator or `async with`; a frame never does.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+import reprlib
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -49,6 +55,43 @@ class Rejected:
     vendor: str
     subscription: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A frame from the server, or one message of a batched frame, that the client could not
+    read and skipped: not JSON, not the vendor's shape, a field of the wrong type, a kind of
+    message it does not know. Reading goes on with the next frame.
+
+    It is delivered, not only counted, because the frame may have carried market data: the
+    application decides whether to log it, alert or backfill, but the client never hides it.
+    Data the client read and discarded on purpose (a duplicate, a push for a stream it no longer
+    holds) is not `Dropped`; that is only counted in the client's `stats`.
+    """
+
+    vendor: str
+    reason: str  # why it could not be read, e.g. "invalid JSON", "unknown event type 'XQ'"
+    frame: str  # the start of what was dropped, printable: see `excerpt`
+
+
+EXCERPT_CHARS = 200
+_EXCERPT_REPR = reprlib.Repr()
+_EXCERPT_REPR.maxlevel = 6
+_EXCERPT_REPR.maxdict = _EXCERPT_REPR.maxlist = 20
+_EXCERPT_REPR.maxstring = _EXCERPT_REPR.maxother = EXCERPT_CHARS
+_EXCERPT_REPR.maxlong = 40
+
+
+def excerpt(data: object) -> str:
+    """The start of a dropped frame or message, safe to print and log: at most `EXCERPT_CHARS`
+    characters; bytes and parsed JSON as Python writes them."""
+    if isinstance(data, str):
+        text = data[:EXCERPT_CHARS]
+    elif isinstance(data, bytes | bytearray | memoryview):
+        text = repr(bytes(data[:EXCERPT_CHARS]))
+    else:  # parsed JSON: bounded in depth and length whatever the server sent
+        text = _EXCERPT_REPR.repr(data)
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "..."
 
 
 class ClientError(Exception):

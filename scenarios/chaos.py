@@ -395,6 +395,7 @@ class Finding:
 class SearchResult:
     settings: SearchSettings
     examples: int = 0  # schedules run while searching (before the first failure, or all)
+    faults: int = 0  # faults injected by those schedules (all survived when nothing was found)
     shrink_runs: int = 0  # runs spent shrinking a failure
     wall: float = 0.0
     finding: Finding | None = None
@@ -455,6 +456,7 @@ def search(settings: SearchSettings, out: TextIO | None = None) -> SearchResult:
                 result.shrink_runs += 1
             else:
                 result.examples += 1
+                result.faults += len(faults)
             outcome = seen[key] = run_example(scenario, settings.wall_limit)
         if out is not None and not found and result.examples % 10 == 0:
             print(f"  {result.examples} examples ...", file=out, flush=True)
@@ -531,8 +533,8 @@ def summary(result: SearchResult) -> str:
     rate = f"{result.runs_per_second:.1f} examples/s"  # every run, shrinking included
     if result.finding is None:
         lines.append(
-            f"nothing found in {result.examples} examples of {s.duration:g} s virtual "
-            f"({result.wall:.1f} s wall, {rate})"
+            f"nothing found in {result.examples} examples of {s.duration:g} s virtual, "
+            f"{result.faults} faults survived ({result.wall:.1f} s wall, {rate})"
         )
     else:
         finding = result.finding

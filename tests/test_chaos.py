@@ -215,6 +215,7 @@ def test_command_exits_0_and_writes_nothing_when_nothing_broke(tmp_path: Path) -
     assert code == 0
     assert not out_file.exists()
     assert "nothing found in 3 examples" in out.getvalue()
+    assert "faults survived" in out.getvalue()
 
 
 @pytest.mark.parametrize(

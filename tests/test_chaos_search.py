@@ -38,6 +38,7 @@ def test_a_short_search_finds_nothing_against_the_builtin_client(vendor: str) ->
     result = search(settings(vendor, examples=12))
     assert result.finding is None, result.finding.problems if result.finding else None
     assert result.examples == 12
+    assert result.examples <= result.faults <= 4 * result.examples  # every one survived
 
 
 def test_a_ping_racing_the_servers_close_ends_only_that_connection() -> None:

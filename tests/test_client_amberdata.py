@@ -36,6 +36,7 @@ from clients.common import (
     AuthError,
     Backoff,
     ClientError,
+    Dropped,
     GapNotice,
     LimitError,
     Rejected,
@@ -456,6 +457,15 @@ async def test_corrupt_frames_are_counted_and_skipped(
         nursery.cancel_scope.cancel()
     assert [e.sequence for e in of(OrderBookSnapshot, events)] == [2]
     assert client.stats.frames_dropped_unparseable == 10
+    drops = of(Dropped, events)  # each one reported, in order, before the snapshot after them
+    assert len(drops) == client.stats.dropped == 10
+    assert drops[0].reason.startswith("invalid JSON") and drops[0].frame == "{not json"
+    assert [d.frame for d in drops[2:5]] == ["1", "2", "hello"]  # each message of a batch
+    no_id = "subscription push without a `subscription` id string"
+    assert drops[5].reason == drops[6].reason == no_id
+    assert drops[7].reason == "not a JSON-RPC reply or subscription push"
+    assert drops[8].reason.startswith(f"unreadable {ORDER_SNAPSHOTS} result")
+    assert events.index(drops[-1]) < events.index(of(OrderBookSnapshot, events)[0])
     assert client.stats.reconnects == 0
 
 

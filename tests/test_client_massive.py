@@ -13,7 +13,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.common import GapNotice, LimitError, Rejected, Status
+from clients.common import Dropped, GapNotice, LimitError, Rejected, Status
 from clients.massive import (
     MassiveClient,
     MinuteAggregate,
@@ -193,10 +193,20 @@ async def test_corrupt_frames_and_events_are_counted_and_skipped() -> None:
         b'[{"ev":"XQ","pair":"BTC-USD"}]',  # a channel this client does not know
         b"[" + QUOTE_SAMPLE + b"]",
     )
-    assert [type(e) for e in got] == [Quote]
+    # Each frame or event skipped is reported, in order, before the quote that follows.
+    assert [type(e) for e in got] == [Dropped] * 8 + [Quote]
     assert client.stats.frames_dropped_unparseable == 3
     assert client.stats.events_dropped_unparseable == 4
     assert client.stats.events_ignored_unknown == 1
+    assert client.stats.dropped == 8
+    drops = [e for e in got if isinstance(e, Dropped)]
+    assert drops[0].reason.startswith("invalid JSON") and drops[0].frame == "b'not json'"
+    assert drops[1].reason == "not a JSON array of events"
+    assert [d.reason for d in drops[3:6]] == ["not an event: no `ev` string"] * 3
+    assert drops[6].reason == "Q event without `q`"
+    assert drops[7] == Dropped(
+        "massive", "unknown event type 'XQ'", "{'ev': 'XQ', 'pair': 'BTC-USD'}"
+    )
 
 
 def _quote(sequence: int, ms: int = 1_765_000_000_000) -> bytes:

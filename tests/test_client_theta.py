@@ -21,7 +21,7 @@ import trio.testing
 import trio_websocket
 from hypothesis import given
 
-from clients.common import Backoff, ClientError, GapNotice, Rejected, Status
+from clients.common import Backoff, ClientError, Dropped, GapNotice, Rejected, Status
 from clients.theta import (
     BULK_TRADES,
     Contract,
@@ -562,6 +562,14 @@ async def test_corrupt_frames_are_counted_and_skipped(autojump_clock: Any) -> No
         await until(lambda: len(run.market()) == 1)
     assert run.client.stats.frames_dropped_unparseable == len(corrupt)
     assert run.client.stats.reconnects == 0
+    # Each one is reported, in the order received, with the start of the frame.
+    drops = run.of(Dropped)
+    assert len(drops) == run.client.stats.dropped == len(corrupt)
+    assert drops[0].reason.startswith("unreadable frame") and drops[0].frame == "{not json"
+    assert drops[3].reason.startswith("unreadable TRADE")
+    assert drops[9].reason == "unknown message type 'GREEKS'"
+    assert drops[11].frame == repr(b"\xff\xfe binary")
+    assert run.events.index(drops[-1]) < run.events.index(run.market()[0])
 
 
 async def test_duplicates_are_dropped_and_regressions_flagged(autojump_clock: Any) -> None:

@@ -29,12 +29,14 @@ from clients.common import (
     Backoff,
     ClientError,
     Connector,
+    Dropped,
     GapNotice,
     LimitError,
     Rejected,
     SequenceTracker,
     Status,
     Verdict,
+    excerpt,
     tcp_connector,
     wall_clock,
 )
@@ -47,10 +49,11 @@ API_KEY_ENV = "AMBERDATA_API_KEY"
 def _error_reason(error: object) -> tuple[int | None, str]:
     """Amberdata's `{description, code: 400}` or JSON-RPC's `{code: -32602, message}`."""
     if not isinstance(error, dict):
-        return None, str(error)
+        return None, excerpt(error)
     code = error.get("code")
-    text = error.get("description") or error.get("message") or orjson.dumps(error).decode()
-    return (code if isinstance(code, int) else None), str(text)
+    text = error.get("description") or error.get("message") or error
+    # `excerpt`, not str() or orjson: a hostile error object may be nested deeper than either.
+    return (code if isinstance(code, int) else None), excerpt(text)
 
 
 def _is_limit_error(description: str) -> bool:
@@ -61,7 +64,8 @@ def _request_id(value: object) -> int | None:
     """Our ids are ints; a server may echo them as strings."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    # Not str.isdigit alone: it takes "²", which int() refuses, and int() refuses 5,000 digits.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     return None
 
@@ -72,8 +76,9 @@ class ClientStats:
     gap_notices: int = 0
     duplicates_dropped: int = 0
     regressions: int = 0
-    frames_dropped_unparseable: int = 0
-    unknown_subscription_dropped: int = 0  # pushes for ids we never had or that died
+    dropped: int = 0  # `Dropped` events: unparseable frames and pushes for unknown ids
+    frames_dropped_unparseable: int = 0  # frames, or messages of a batch, we could not read
+    unknown_subscription_dropped: int = 0  # pushes for ids this connection never had (Dropped)
     dropped_after_unsubscribe: int = 0  # pushes already in flight when we unsubscribed
     rejected: int = 0
     replies_unmatched: int = 0
@@ -154,6 +159,12 @@ class AmberdataClient:
 
     Events are buffered up to `max_buffered_events`; an application slower than the feed for
     longer stalls the socket, and the ping timeout then replaces the connection.
+
+    A frame it cannot read (not JSON, not a JSON-RPC message, a push whose result does not fit
+    its stream, a push for a subscription id the connection never had) is skipped and reported
+    as a `Dropped` event; reading goes on. Plain words, not JSON, are how Amberdata explains a
+    close: a `Status` ("server_message"). Only a refused key (`AuthError`), `max_reconnects`
+    (`ClientError`) and, from `subscribe`, `LimitError` raise.
     """
 
     def __init__(
@@ -616,42 +627,56 @@ class AmberdataClient:
     ) -> None:
         if isinstance(message, str) and message.startswith(AUTH_FAILURE_PREFIX):
             raise AuthError(message)
-        if isinstance(message, str) and message[:1].isalpha():
-            # Plain words, not JSON: how Amberdata explains a close it is about to make.
-            session.server_text = message[:200]
-            await self._emit(Status(VENDOR, "server_message", session.server_text))
-            return
         try:
             frame = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            self.stats.frames_dropped_unparseable += 1
+        except orjson.JSONDecodeError as exc:
+            if isinstance(message, str) and message[:1].isalpha():
+                # Plain words, not JSON: how Amberdata explains a close it is about to make.
+                session.server_text = message[:200]
+                await self._emit(Status(VENDOR, "server_message", session.server_text))
+            else:
+                await self._drop(f"invalid JSON: {exc}", message)
             return
         for item in frame if isinstance(frame, list) else [frame]:
             if not isinstance(item, dict):
-                self.stats.frames_dropped_unparseable += 1
+                await self._drop("not a JSON-RPC message: not an object", item)
             elif item.get("method") == "subscription":
-                await self._on_push(connection, session, item.get("params"))
+                await self._on_push(connection, session, item)
             elif "id" in item and ("result" in item or "error" in item):
                 await self._on_reply(connection, session, item)
             else:
-                self.stats.frames_dropped_unparseable += 1
+                await self._drop("not a JSON-RPC reply or subscription push", item)
 
-    async def _on_push(self, connection: _Connection, session: _Session, params: object) -> None:
-        if not isinstance(params, dict) or not isinstance(params.get("subscription"), str):
+    async def _drop(self, reason: str, data: object, unreadable: bool = True) -> None:
+        if unreadable:
             self.stats.frames_dropped_unparseable += 1
+        self.stats.dropped += 1
+        await self._emit(Dropped(VENDOR, excerpt(reason), excerpt(data)))
+
+    async def _on_push(
+        self, connection: _Connection, session: _Session, push: dict[str, Any]
+    ) -> None:
+        params = push.get("params")
+        if not isinstance(params, dict) or not isinstance(params.get("subscription"), str):
+            await self._drop("subscription push without a `subscription` id string", push)
             return
         key = session.key_by_id.get(params["subscription"])
-        if key is None:
+        sub = None if key is None else connection.keys.get(key)
+        if key is None or sub is None:
             if params["subscription"] in session.retired:
-                self.stats.dropped_after_unsubscribe += 1
+                self.stats.dropped_after_unsubscribe += 1  # in flight as we unsubscribed
             else:
+                # Ids live as long as their connection: an id it never gave us is its mistake
+                # or ours, and may be data the application wanted.
                 self.stats.unknown_subscription_dropped += 1
+                await self._drop(
+                    "push for a subscription id this connection never had", push, False
+                )
             return
-        sub = connection.keys[key]
         try:
             event = decode_result(sub.stream, params.get("result"), sub.exchange)
-        except ValueError:
-            self.stats.frames_dropped_unparseable += 1
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+            await self._drop(f"unreadable {sub.stream} result: {exc}", push)
             return
         if event.sequence is not None:
             verdict = self._sequences.observe(

@@ -23,7 +23,7 @@ from clients.amberdata.instruments import (
     contract_or_none,
 )
 from clients.amberdata.invented import exchange_time_ns
-from clients.common import GapNotice, Rejected, Status
+from clients.common import Dropped, GapNotice, Rejected, Status
 
 # ---------------------------------------------------------------------------------------------
 # Events delivered to the application
@@ -149,7 +149,7 @@ class OpenInterest:
 
 
 MarketEvent = OrderBookSnapshot | Ticker | Trade | Ohlcv | OpenInterest
-Event = MarketEvent | GapNotice | Status | Rejected
+Event = MarketEvent | GapNotice | Status | Rejected | Dropped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from clients.amberdata.events import (
     Ticker,
     Trade,
 )
-from clients.common import Connector, GapNotice, Rejected, tcp_connector
+from clients.common import Connector, Dropped, GapNotice, Rejected, tcp_connector
 
 
 def event_as_dict(event: Event) -> dict[str, Any]:
@@ -73,6 +73,8 @@ def event_as_row(event: Event) -> str:
         return f"{'':<12} {'gap':<9} {'':<24} {'':>12}  {detail}"
     if isinstance(event, Rejected):
         return f"{'':<12} {'rejected':<9} {event.subscription:<24} {'':>12}  {event.reason}"
+    if isinstance(event, Dropped):
+        return f"{'':<12} {'dropped':<9} {'':<24} {'':>12}  {event.reason}: {event.frame}"
     return f"{'':<12} {'status':<9} {'':<24} {'':>12}  {event.status} {event.message}"
 
 

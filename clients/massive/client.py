@@ -24,12 +24,14 @@ from clients.common import (
     Backoff,
     ClientError,
     Connector,
+    Dropped,
     GapNotice,
     LimitError,
     Rejected,
     SequenceTracker,
     Status,
     Verdict,
+    excerpt,
     tcp_connector,
     wall_clock,
 )
@@ -68,8 +70,9 @@ class MassiveStats:
     reconnects: int = 0
     duplicates_dropped: int = 0
     regressions: int = 0
-    frames_dropped_unparseable: int = 0
-    events_dropped_unparseable: int = 0
+    dropped: int = 0  # `Dropped` events delivered: the sum of the next three
+    frames_dropped_unparseable: int = 0  # whole frames: not JSON, not an array
+    events_dropped_unparseable: int = 0  # one event of a batch: not an object, a bad field
     events_ignored_unknown: int = 0  # well-formed events of a kind this client does not know
     evictions: int = 0  # max_connections
     slow_consumer_kills: int = 0
@@ -155,6 +158,11 @@ class MassiveClient:
     (default 5 s up to 5 min), so two sessions with one key do not evict each other in a loop.
     `ping_interval`/`ping_timeout` as Massive's Python client (20 s / 20 s); `stale_after`: a
     connection with neither a frame nor a pong for this long is replaced (None: off).
+
+    A frame it cannot read (not JSON, not an array of events) or one event of a batch it cannot
+    read (a wrong type, a missing field, an unknown `ev`) is skipped and reported as a `Dropped`
+    event; the rest of the batch and the frames after it are delivered. Only a refused key
+    (`AuthError`), `max_reconnects` (`ClientError`) and, from `subscribe`, `LimitError` raise.
     """
 
     def __init__(
@@ -548,27 +556,39 @@ class MassiveClient:
     async def _on_frame(self, session: _Session, message: str | bytes) -> None:
         try:
             items = orjson.loads(message)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             self.stats.frames_dropped_unparseable += 1
+            await self._drop(f"invalid JSON: {exc}", message)
             return
         if not isinstance(items, list):
             self.stats.frames_dropped_unparseable += 1
+            await self._drop("not a JSON array of events", message)
             return
         for item in items:
             channel = item.get("ev") if isinstance(item, dict) else None
             if not isinstance(channel, str):
                 self.stats.events_dropped_unparseable += 1
+                await self._drop("not an event: no `ev` string", item)
             elif channel == "status":
                 await self._on_status(session, item)
             elif (decode := DECODERS.get(channel)) is None:
                 self.stats.events_ignored_unknown += 1
+                await self._drop(f"unknown event type {excerpt(channel)!r}", item)
             else:
                 try:
                     event = decode(item)
-                except (KeyError, ValueError, TypeError):
+                except KeyError as exc:
                     self.stats.events_dropped_unparseable += 1
-                    continue
-                await self._deliver(session, channel, event)
+                    await self._drop(f"{channel} event without `{excerpt(exc.args[0])}`", item)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    self.stats.events_dropped_unparseable += 1
+                    await self._drop(f"unreadable {channel} event: {exc}", item)
+                else:
+                    await self._deliver(session, channel, event)
+
+    async def _drop(self, reason: str, data: object) -> None:
+        self.stats.dropped += 1
+        await self._emit(Dropped(VENDOR, excerpt(reason), excerpt(data)))
 
     async def _deliver(self, session: _Session, channel: str, event: MarketEvent) -> None:
         key, sequence = _sequence_key(channel, event)
@@ -588,8 +608,9 @@ class MassiveClient:
         status, message = item.get("status"), item.get("message", "")
         if not isinstance(status, str):
             self.stats.events_dropped_unparseable += 1
+            await self._drop("status without a `status` string", item)
             return
-        message = message if isinstance(message, str) else str(message)
+        message = message if isinstance(message, str) else excerpt(message)
         if status == "connected":
             if session.state == _CONNECTING:
                 await self._authenticate(session)

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import orjson
 
-from clients.common import Connector, GapNotice, Rejected, tcp_connector
+from clients.common import Connector, Dropped, GapNotice, Rejected, tcp_connector
 from clients.massive.client import MassiveClient
 from clients.massive.wire import LIVE_URL, Aggregate, Event, MinuteAggregate, Quote, Trade
 
@@ -60,6 +60,8 @@ def event_row(event: Event) -> str:
         return f"{'':<12}  {'gap':<6}  {'':<22}  {'':>12}  {detail}"
     if isinstance(event, Rejected):
         return f"{'':<12}  {'reject':<6}  {event.subscription:<22}  {'':>12}  {event.reason}"
+    if isinstance(event, Dropped):
+        return f"{'':<12}  {'drop':<6}  {'':<22}  {'':>12}  {event.reason}: {event.frame}"
     return f"{'':<12}  {'status':<6}  {event.status:<22}  {'':>12}  {event.message}"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from clients.common import GapNotice, LimitError, Rejected, Status
+from clients.common import Dropped, GapNotice, LimitError, Rejected, Status, excerpt
 
 VENDOR = "massive"
 LIVE_URL = "wss://socket.massive.com/options"
@@ -48,11 +48,11 @@ class OptionContract:
 def parse_ticker(ticker: str) -> OptionContract:
     """Parse `O:ROOTYYMMDDC00650000`; raises ValueError for anything else."""
     if not ticker.startswith("O:") or len(ticker) < 2 + 1 + 15:
-        raise ValueError(f"not a Massive option ticker: {ticker!r}")
+        raise ValueError(f"not a Massive option ticker: {excerpt(ticker)!r}")
     root, tail = ticker[2:-15], ticker[-15:]
     occ = _OCC_TAIL.fullmatch(tail)
     if _ROOT.fullmatch(root) is None or occ is None:
-        raise ValueError(f"not a Massive option ticker: {ticker!r}")
+        raise ValueError(f"not a Massive option ticker: {excerpt(ticker)!r}")
     date, right, strike = occ.groups()
     expiration = dt.date(2000 + int(date[:2]), int(date[2:4]), int(date[4:]))
     return OptionContract(root, expiration, "C" if right == "C" else "P", Decimal(strike) / 1000)
@@ -137,27 +137,27 @@ class MinuteAggregate(Aggregate):
 
 
 MarketEvent = Quote | Trade | Aggregate
-Event = Quote | Trade | Aggregate | GapNotice | Status | Rejected
+Event = Quote | Trade | Aggregate | GapNotice | Status | Rejected | Dropped
 
 
 def _int(obj: dict[str, Any], key: str) -> int:
     value = obj[key]
     if type(value) is not int:
-        raise ValueError(f"{key} is not an integer: {value!r}")
+        raise ValueError(f"{key} is not an integer: {excerpt(value)}")
     return value
 
 
 def _num(obj: dict[str, Any], key: str) -> float:
     value = obj[key]
     if type(value) is not int and type(value) is not float:
-        raise ValueError(f"{key} is not a number: {value!r}")
+        raise ValueError(f"{key} is not a number: {excerpt(value)}")
     return float(value)
 
 
 def _sym(obj: dict[str, Any]) -> tuple[str, OptionContract]:
     symbol = obj["sym"]
     if not isinstance(symbol, str):
-        raise ValueError(f"sym is not a string: {symbol!r}")
+        raise ValueError(f"sym is not a string: {excerpt(symbol)}")
     return symbol, parse_ticker(symbol)
 
 
@@ -174,7 +174,7 @@ def decode_trade(obj: dict[str, Any]) -> Trade:
     symbol, contract = _sym(obj)
     conditions = obj.get("c", [])  # trades without conditions may omit `c` [obs, other clients]
     if not isinstance(conditions, list) or any(type(c) is not int for c in conditions):
-        raise ValueError(f"c is not a list of integers: {conditions!r}")
+        raise ValueError(f"c is not a list of integers: {excerpt(conditions)}")
     return Trade(
         symbol, _int(obj, "q"), _int(obj, "t") * 1_000_000, contract,
         _int(obj, "x"), _num(obj, "p"), _int(obj, "s"), tuple(conditions),

@@ -21,11 +21,13 @@ from clients.common import (
     Backoff,
     ClientError,
     Connector,
+    Dropped,
     GapNotice,
     Rejected,
     SequenceTracker,
     Status,
     Verdict,
+    excerpt,
     tcp_connector,
     wall_clock,
 )
@@ -69,7 +71,8 @@ class ClientStats:
     duplicates_dropped: int = 0  # trades by sequence
     repeats_dropped: int = 0  # sequence-less messages identical to the last one delivered
     regressions: int = 0
-    frames_dropped_unparseable: int = 0
+    dropped: int = 0  # `Dropped` events delivered
+    frames_dropped_unparseable: int = 0  # not JSON, not the terminal's shape, an unknown type
     unsolicited_dropped: int = 0  # data for a stream we do not hold (e.g. left by another program)
     unknown_replies: int = 0  # REQ_RESPONSE for an id we are not waiting for
     gap_notices: int = 0
@@ -104,6 +107,10 @@ class ThetaClient:
     logged in already. `first_request_id` raises the process-wide request id counter, for a
     program that restarts against a terminal still holding streams from its previous run.
     `max_reconnects` counts reconnects in a row without a stable connection (see `Backoff`).
+
+    A frame it cannot read (not JSON, nested too deep, a wrong type, a missing field, a message
+    type it does not know) is skipped and reported as a `Dropped` event; reading goes on. Only
+    `max_reconnects` raises (`ClientError`), from the iterator or from `async with`.
     """
 
     _next_request_id: ClassVar[int] = 0  # shared by every instance: ids never repeat
@@ -416,8 +423,10 @@ class ThetaClient:
     async def _handle(self, frame: str | bytes) -> None:
         try:
             envelope = envelope_decoder.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.stats.frames_dropped_unparseable += 1
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            # msgspec recurses into nested arrays and objects, even ones it only skips: a deep
+            # enough frame ends in RecursionError, which is no more than another bad frame.
+            await self._drop(f"unreadable frame: {exc}", frame)
             return
         header = envelope.header
         self._last_received = self._clock()
@@ -432,9 +441,14 @@ class ThetaClient:
         elif kind == "STATE":
             await self._emit(Status(VENDOR, f"state {header.state}", "upstream stream state"))
         elif kind in BODIES:
-            await self._market_data(kind, envelope)
+            await self._market_data(kind, envelope, frame)
         else:
-            self.stats.frames_dropped_unparseable += 1
+            await self._drop(f"unknown message type {excerpt(kind)!r}", frame)
+
+    async def _drop(self, reason: str, frame: str | bytes) -> None:
+        self.stats.frames_dropped_unparseable += 1
+        self.stats.dropped += 1
+        await self._emit(Dropped(VENDOR, excerpt(reason), excerpt(frame)))
 
     async def _upstream(self, status: str) -> None:
         if status == UPSTREAM_UP:
@@ -476,7 +490,7 @@ class ThetaClient:
             action = "" if add else " (unsubscribe)"
             await self._emit(Rejected(VENDOR, text, f"{header.response}{action}"))
 
-    async def _market_data(self, kind: str, envelope: Envelope) -> None:
+    async def _market_data(self, kind: str, envelope: Envelope, frame: str | bytes) -> None:
         field, decoder = BODIES[kind]
         raw_body = getattr(envelope, field)
         try:
@@ -488,8 +502,14 @@ class ThetaClient:
                 self._contracts[bytes(envelope.contract)] = contract
             body = decoder.decode(raw_body)
             event = decode_market_data(kind, contract, body)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            self.stats.frames_dropped_unparseable += 1
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            ArithmeticError,
+            RecursionError,
+        ) as exc:
+            await self._drop(f"unreadable {kind}: {exc}", frame)
             return
         streams = [s for s in streams_for(event) if s in self._streams]
         if not streams:

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from clients.common import Connector, GapNotice, Status, tcp_connector
+from clients.common import Connector, Dropped, GapNotice, Status, tcp_connector
 from clients.theta.client import ThetaClient
 from clients.theta.wire import (
     Contract,
@@ -52,6 +52,8 @@ def _table_row(event: Event) -> str:
         what = f"gap {event.end - event.start:.3f}s ({event.reason}): {', '.join(event.contracts)}"
     elif isinstance(event, Status):
         what = f"{event.status} {event.message}"
+    elif isinstance(event, Dropped):
+        what = f"{event.reason}: {event.frame}"
     else:
         what = f"{event.subscription}: {event.reason}"
     ts = getattr(event, "timestamp_ns", None)

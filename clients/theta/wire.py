@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
-from clients.common import GapNotice, Rejected, Status
+from clients.common import Dropped, GapNotice, Rejected, Status
 
 # ---------------------------------------------------------------------------------------------
 # Contracts and subscriptions in feedlab's Theta syntax
@@ -311,7 +311,7 @@ class Ohlc(_ContractFields):
 
 
 MarketData = Quote | Trade | OptionMarketValue | IndexPrice | Ohlc
-Event = MarketData | GapNotice | Status | Rejected
+Event = MarketData | GapNotice | Status | Rejected | Dropped
 
 # ---------------------------------------------------------------------------------------------
 # Wire schemas (our own; nothing shared with the mock)
