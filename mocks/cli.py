@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import trio
 
 from mocks.sim.clock import UTC
 from mocks.sim.market import MarketSettings
+from mocks.tls import TlsError, add_tls_options, tls_from_args
 from mocks.vendors import VENDORS
 
 
@@ -41,6 +43,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text!r}")
+    return int(text)
+
+
 def _rate(text: str) -> float | None:
     """--rate: events per second in total, or `max` (as fast as clients drain)."""
     if text == "max":
@@ -51,8 +59,8 @@ def _rate(text: str) -> float | None:
         raise argparse.ArgumentTypeError(
             f"--rate takes events per second or 'max', not {text!r}"
         ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("--rate must be positive")
+    if not 0 < value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--rate must be a positive number, not {text!r}")
     return value
 
 
@@ -65,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
         "--port",
-        type=_positive_int,
+        type=_port,
         default=None,
         help="port (one vendor only; 0 picks a free port); default: the vendor's",
     )
@@ -107,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--report", default=None, metavar="FILE", help="with --scenario: the server's view as JSON"
     )
+    add_tls_options(serve)
 
     watch = sub.add_parser("watch", help="print a vendor's events with the built-in client")
     watch.add_argument("vendor", choices=VENDORS)
@@ -164,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "func"):  # record, replay, verify, chaos
             code: int = args.func(args)
             return code
-    except UsageError as exc:
+    except (UsageError, TlsError) as exc:
         print(f"feedlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -174,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mocks.recording_cli import serve_hooks
-    from mocks.serve import serve_forever
+    from mocks.serve import serve_forever, warn_if_exposed
 
     recorded_or_replayed = serve_hooks(args)  # --record FILE / --replay FILE [--scenario S]
     if recorded_or_replayed is not None:
@@ -187,6 +196,9 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError("--report goes with --scenario")
         if len(args.vendors) != 1:
             raise UsageError("--scenario takes one vendor")
+        if args.tls or args.tls_cert is not None:
+            raise UsageError("--tls does not go with --scenario (only with --record, --replay)")
+        warn_if_exposed(args.host)
         return serve_command(args.vendors[0], args.scenario, args.report, args.host, args.port)
 
     names: list[str] = []
@@ -206,35 +218,46 @@ def _serve(args: argparse.Namespace) -> int:
         strict=args.strict,
         total_rate=args.rate or None,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"feedlab: warning: listening on {args.host}, reachable from other machines",
-            file=sys.stderr,
-        )
-    try:
-        trio.run(
-            serve_forever,
-            names,
-            args.host,
-            args.port,
-            settings,
-            tuple(args.api_keys),
-            args.rate is None,
-        )
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    with tls_from_args(args, args.host) as tls:
+        warn_if_exposed(args.host)
+        if tls is not None:
+            print(tls.notice(), flush=True)
+        try:
+            trio.run(
+                serve_forever,
+                names,
+                args.host,
+                args.port,
+                settings,
+                tuple(args.api_keys),
+                args.rate is None,
+                None if tls is None else tls.context,
+            )
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside Trio's nursery groups: their messages are the news."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _watch(args: argparse.Namespace) -> int:
     import importlib
+    from urllib.parse import urlsplit
 
     module = importlib.import_module(f"clients.{args.vendor}")
     table = sys.stdout.isatty() and not args.json
     url = args.url or module.LIVE_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise UsageError(f"--url must be a ws:// or wss:// URL, not {url!r}")
     try:
         trio.run(
             lambda: module.watch(
@@ -247,10 +270,18 @@ def _watch(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a client error is the user's news, not a traceback
-        print(f"feedlab: error: {exc}", file=sys.stderr)
-        return 1
+        leaves = _leaves(exc)
+        # The clients check subscriptions before they connect: a ValueError is a bad argument.
+        bad_input = all(isinstance(leaf, ValueError) for leaf in leaves)
+        text = "; ".join(str(leaf) or type(leaf).__name__ for leaf in leaves)
+        print(f"feedlab: error: {' '.join(text.split())}", file=sys.stderr)
+        return 2 if bad_input else 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m mocks.cli`: run the imported module's `main`, not this `__main__` copy, so that
+    # the UsageError the subcommands import from `mocks.cli` is the one caught here.
+    from mocks.cli import main as _main
+
+    sys.exit(_main())

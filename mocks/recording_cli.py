@@ -33,6 +33,7 @@ from mocks.recorder import (
     utc_now_iso,
 )
 from mocks.recording import Header, Recording, RecordingError, RecordingWriter, read_recording
+from mocks.tls import Tls, add_tls_options, tls_from_args
 from mocks.vendors import VENDORS, vendor_spec
 
 # -- argument types --------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ def add_replay_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="KEY",
         help="accept only these keys (repeatable); default: any non-empty key",
     )
+    add_tls_options(replay)
     replay.set_defaults(func=run_replay)
     return replay
 
@@ -197,16 +199,7 @@ def serve_hooks(args: argparse.Namespace) -> int | None:
         scenario_path = getattr(args, "scenario", None)
         if scenario_path is not None:
             faults = _scenario_faults(scenario_path, vendor)
-        return _run_replay(
-            recording,
-            args.host,
-            args.port,
-            args.speed,
-            args.loop,
-            args.seed,
-            tuple(args.api_keys),
-            faults,
-        )
+        return _run_replay(args, recording, faults)
     if getattr(args, "scenario", None) is not None:
         raise UsageError("--record does not take --scenario")
     assert record is not None
@@ -224,6 +217,8 @@ def _writable(path: Path) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    from mocks.serve import url, warn_if_exposed
+
     upstream: str = args.upstream
     parts = urlsplit(upstream)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -232,6 +227,7 @@ def run_record(args: argparse.Namespace) -> int:
     _writable(out)
     spec = vendor_spec(args.vendor)
     host, port = args.listen or ("127.0.0.1", spec.default_port)
+    warn_if_exposed(host)
     redactor = Redactor(args.vendor, args.redact)
     header = Header(
         vendor=args.vendor,
@@ -247,8 +243,7 @@ def run_record(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)
                 bound = await nursery.start(proxy.serve, host, port)
-                url_host = f"[{host}]" if ":" in host else host
-                print(f"{args.vendor} recording on ws://{url_host}:{bound}{spec.path}", flush=True)
+                print(f"{args.vendor} recording on {url(host, bound, spec.path)}", flush=True)
                 async for _ in signals:
                     break
                 nursery.cancel_scope.cancel()
@@ -269,7 +264,8 @@ def run_record(args: argparse.Namespace) -> int:
 def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     """`serve VENDOR --record FILE`: the mock, recording its own sessions in market time."""
     from mocks.hub import Hub
-    from mocks.server import MockServer
+    from mocks.serve import close_all, url, warn_if_exposed
+    from mocks.server import SERVE_HISTORY, MockServer
     from mocks.sim.actor import Market
     from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
@@ -284,10 +280,9 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     )
     max_rate = getattr(args, "rate", 0.0) is None
     redactor = Redactor(vendor, getattr(args, "redact", []))
-    writer = RecordingWriter(out, mock_header(vendor, args.seed, settings.start, redactor))
     spec = vendor_spec(vendor)
 
-    async def main() -> None:
+    async def main(writer: RecordingWriter, tls: Tls | None) -> None:
         market = Market(settings, max_rate=max_rate)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -295,30 +290,41 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
                 await nursery.start(market.run)
                 hub = Hub(market)
                 core = spec.create_server(hub, market.sim, api_keys=tuple(args.api_keys))
-                server = MockServer(core, hub, market, seed=args.seed, backpressure=max_rate)
+                server = MockServer(
+                    core,
+                    hub,
+                    market,
+                    seed=args.seed,
+                    backpressure=max_rate,
+                    keep_events=False,  # runs for days: the ledger keeps counts only
+                    history_limit=SERVE_HISTORY,
+                )
                 server.ledger.keep_events = False
                 WireRecorder(writer, redactor).attach(server)
                 await nursery.start(server.run)
                 port = spec.default_port if args.port is None else args.port
-                bound = await server.serve_tcp(args.host, port)
-                url_host = f"[{args.host}]" if ":" in args.host else args.host
-                print(f"{vendor} listening on ws://{url_host}:{bound}{spec.path}", flush=True)
+                context = None if tls is None else tls.context
+                bound = await server.serve_tcp(args.host, port, ssl_context=context)
+                served = url(args.host, bound, spec.path, tls=tls is not None)
+                print(f"{vendor} listening on {served}", flush=True)
                 async for _ in signals:
                     break
-                with trio.move_on_after(2.0):
-                    async with trio.open_nursery() as closing:
-                        for conn in list(server.connections.values()):
-                            closing.start_soon(conn.close, 1001, "server shutting down")
+                await close_all([server])
                 writer.end(market.now())
                 nursery.cancel_scope.cancel()
 
-    try:
-        trio.run(main)
-    except OSError as exc:
-        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    finally:
-        writer.close_file()
+    with tls_from_args(args, args.host) as tls:
+        writer = RecordingWriter(out, mock_header(vendor, args.seed, settings.start, redactor))
+        warn_if_exposed(args.host)
+        if tls is not None:
+            print(tls.notice(), flush=True)
+        try:
+            trio.run(main, writer, tls)
+        except OSError as exc:
+            print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        finally:
+            writer.close_file()
     return 0
 
 
@@ -350,47 +356,57 @@ def _scenario_faults(path: str, vendor: str) -> tuple[Any, ...]:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    recording = load(args.file)
-    return _run_replay(
-        recording, args.host, args.port, args.speed, args.loop, args.seed, tuple(args.api_keys), ()
-    )
+    return _run_replay(args, load(args.file), ())
 
 
-def _run_replay(
-    recording: Recording,
-    host: str,
-    port: int | None,
-    speed: float | None,
-    loop: bool,
-    seed: int,
-    api_keys: tuple[str, ...],
-    faults: tuple[Any, ...],
-) -> int:
-    from mocks.replay import build_timeline, serve_replay
+def _run_replay(args: argparse.Namespace, recording: Recording, faults: tuple[Any, ...]) -> int:
+    """`feedlab replay FILE` and `feedlab serve VENDOR --replay FILE`: the recording served on
+    TCP (wss:// with the TLS options) until SIGINT/SIGTERM."""
+    from mocks.replay import build_timeline
+    from mocks.serve import warn_if_exposed
 
     if recording.truncated is not None:
         print(f"feedlab: warning: {recording.path}: {recording.truncated}", file=sys.stderr)
     if not build_timeline(recording).frames:
         print(f"feedlab: warning: {recording.path}: no market data to play", file=sys.stderr)
-    try:
-        trio.run(
-            lambda: serve_replay(
-                recording,
-                host,
-                port,
-                speed=speed,
-                loop=loop,
-                seed=seed,
-                api_keys=api_keys,
-                faults=faults,
-            )
-        )
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    with tls_from_args(args, args.host) as tls:
+        warn_if_exposed(args.host)
+        if tls is not None:
+            print(tls.notice(), flush=True)
+        try:
+            trio.run(_serve_replay, args, recording, faults, tls)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+async def _serve_replay(
+    args: argparse.Namespace, recording: Recording, faults: tuple[Any, ...], tls: Tls | None
+) -> None:
+    from mocks.replay import open_replay
+    from mocks.serve import close_all, url
+
+    spec = vendor_spec(recording.vendor)
+    port = spec.default_port if args.port is None else args.port
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_replay(
+            recording,
+            speed=args.speed,
+            loop=args.loop,
+            seed=args.seed,
+            faults=faults,
+            api_keys=tuple(args.api_keys),
+        ) as service:
+            context = None if tls is None else tls.context
+            bound = await service.mock_server.serve_tcp(args.host, port, ssl_context=context)
+            served = url(args.host, bound, spec.path, tls=tls is not None)
+            print(f"{recording.vendor} listening on {served}", flush=True)
+            async for _ in signals:
+                break
+            await close_all([service.mock_server])
 
 
 # -- verify ----------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import bisect
 import datetime as dt
 import importlib
 import math
-import signal
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -422,36 +421,3 @@ def replay_sessions(service: MockService) -> list[ReplaySession]:
     vendor = service.mock_server.vendor
     assert isinstance(vendor, ReplayServer)
     return vendor.sessions
-
-
-async def serve_replay(
-    recording: Recording,
-    host: str,
-    port: int | None,
-    *,
-    speed: float | None,
-    loop: bool,
-    seed: int = 0,
-    api_keys: tuple[str, ...] = (),
-    faults: Sequence[Fault] = (),
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """`feedlab replay`: on TCP until SIGINT/SIGTERM; prints `VENDOR listening on ws://...`."""
-    spec = vendor_spec(recording.vendor)
-    url_host = f"[{host}]" if ":" in host else host
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_replay(
-            recording, speed=speed, loop=loop, seed=seed, faults=faults, api_keys=api_keys
-        ) as service:
-            bound = await service.mock_server.serve_tcp(
-                host, spec.default_port if port is None else port
-            )
-            url = f"ws://{url_host}:{bound}{spec.path}"
-            print(f"{recording.vendor} listening on {url}", flush=True)
-            task_status.started(url)
-            async for _ in signals:
-                break
-            with trio.move_on_after(2.0):
-                async with trio.open_nursery() as closing:
-                    for conn in list(service.connections.values()):
-                        closing.start_soon(conn.close, 1001, "server shutting down")

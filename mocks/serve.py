@@ -1,22 +1,63 @@
 """`feedlab serve`: vendor mocks on the real clock, on TCP, until SIGINT or SIGTERM.
 
 Each vendor gets its own hub and server over one shared market, so `serve all` shows the same
-instruments moving consistently across the three vendors' symbologies.
+instruments moving consistently across the three vendors' symbologies. Also what every serving
+command shares: the listening URL (ws:// or, with TLS, wss://), the warning when a server is
+reachable from other machines, and the going-away close on shutdown.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal
+import ssl
+import sys
+from collections.abc import Iterable
 
 import trio
 
 from mocks.hub import Hub
-from mocks.server import MockServer
+from mocks.server import SERVE_HISTORY, MockServer
 from mocks.sim.actor import Market
 from mocks.sim.market import MarketSettings
 from mocks.vendors import vendor_spec
 
 SHUTDOWN_GRACE = 2.0  # seconds for clients to answer our 1001 close frames
+
+
+def url(host: str, port: int, path: str, *, tls: bool = False) -> str:
+    url_host = f"[{host}]" if ":" in host else host
+    return f"{'wss' if tls else 'ws'}://{url_host}:{port}{path}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server bound to `host`."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str) -> None:
+    """Servers bind 127.0.0.1 unless told otherwise; when told otherwise, say so."""
+    if not is_loopback(host):
+        where = "every interface" if host in ("", "0.0.0.0", "::") else host
+        print(
+            f"feedlab: warning: listening on {where}, reachable from other machines",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def close_all(servers: Iterable[MockServer]) -> None:
+    """Going away: every client gets a 1001 close frame, for a little while."""
+    with trio.move_on_after(SHUTDOWN_GRACE):
+        async with trio.open_nursery() as closing:
+            for server in servers:
+                for conn in list(server.connections.values()):
+                    closing.start_soon(conn.close, 1001, "server shutting down")
 
 
 async def serve_forever(
@@ -26,13 +67,13 @@ async def serve_forever(
     settings: MarketSettings,
     api_keys: tuple[str, ...],
     max_rate: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     market = Market(settings, max_rate=max_rate)
     servers: list[MockServer] = []
     urls: list[str] = []
-    url_host = f"[{host}]" if ":" in host else host
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(market.run)
@@ -40,19 +81,26 @@ async def serve_forever(
                 spec = vendor_spec(name)
                 hub = Hub(market)
                 core = spec.create_server(hub, market.sim, api_keys=api_keys)
-                server = MockServer(core, hub, market, seed=settings.seed, backpressure=max_rate)
+                server = MockServer(
+                    core,
+                    hub,
+                    market,
+                    seed=settings.seed,
+                    backpressure=max_rate,
+                    keep_events=False,  # runs for days: the ledger keeps counts only
+                    history_limit=SERVE_HISTORY,
+                )
                 await nursery.start(server.run)
-                bound = await server.serve_tcp(host, spec.default_port if port is None else port)
+                bound = await server.serve_tcp(
+                    host,
+                    spec.default_port if port is None else port,
+                    ssl_context=ssl_context,
+                )
                 servers.append(server)
-                urls.append(f"ws://{url_host}:{bound}{spec.path}")
+                urls.append(url(host, bound, spec.path, tls=ssl_context is not None))
                 print(f"{name} listening on {urls[-1]}", flush=True)
             task_status.started(urls)
             async for _ in signals:
                 break
-            # Going away: every client gets a 1001 close frame, then the listeners stop.
-            with trio.move_on_after(SHUTDOWN_GRACE):
-                async with trio.open_nursery() as closing:
-                    for server in servers:
-                        for conn in list(server.connections.values()):
-                            closing.start_soon(conn.close, 1001, "server shutting down")
+            await close_all(servers)
             nursery.cancel_scope.cancel()

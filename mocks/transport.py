@@ -117,7 +117,8 @@ class Link(trio.abc.Stream):
 
     async def reset(self) -> None:
         """Close with a TCP RST where there is a socket (SO_LINGER 0); memory streams just cut."""
-        sock = getattr(self._stream, "socket", None)
+        raw = getattr(self._stream, "transport_stream", self._stream)  # under TLS: the TCP stream
+        sock = getattr(raw, "socket", None)
         if sock is not None:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
