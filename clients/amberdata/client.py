@@ -626,7 +626,9 @@ class AmberdataClient:
         self, connection: _Connection, session: _Session, message: str | bytes
     ) -> None:
         if isinstance(message, str) and message.startswith(AUTH_FAILURE_PREFIX):
-            raise AuthError(message)
+            # Amberdata's refusal quotes the key back (`invalid api key '<key>'`): keep it out of
+            # the exception, which ends up in logs and reports.
+            raise AuthError(f"Amberdata refused the API key ({AUTH_FAILURE_PREFIX})")
         try:
             frame = orjson.loads(message)
         except orjson.JSONDecodeError as exc:
