@@ -67,6 +67,20 @@ def bad_request(detail: str) -> StatusEvent:
     return status("error", f"Invalid request: {detail}")
 
 
+MAX_SYMBOL_CHARS = 64  # [inv] longer than any ticker ("O:" + a 21-character OCC symbol)
+SYMBOL_CHARS_SHOWN = 40
+
+
+def symbol_too_long(token: str) -> StatusEvent:
+    """[inv] A subscription token whose symbol is far longer than any ticker: refused with an
+    error that shows its beginning only, so a reply never outgrows the request (a 1 MiB token
+    echoed in `subscribed to: ...` would make a reply the vendor's client refuses to read)."""
+    return status(
+        "error",
+        f"invalid subscription: {token[:SYMBOL_CHARS_SHOWN]}... ({len(token)} characters)",
+    )
+
+
 QUOTE_LIMIT_NAMES_SHOWN = 20  # [inv] how many refused channels the limit error lists
 
 

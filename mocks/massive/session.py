@@ -222,6 +222,9 @@ class MassiveSession:
         added: list[OptionContract] = []
         limit = self.server.quote_limit
         for channel, symbol, token in _channels(params):
+            if len(symbol) > invented.MAX_SYMBOL_CHARS:
+                replies.append(invented.symbol_too_long(token))
+                continue
             if channel == QUOTES and self.delayed:
                 replies.append(invented.quotes_not_on_delayed_feed())
                 continue
@@ -249,6 +252,9 @@ class MassiveSession:
     def _unsubscribe(self, params: str) -> list[StatusEvent]:
         replies: list[StatusEvent] = []
         for channel, symbol, token in _channels(params):
+            if len(symbol) > invented.MAX_SYMBOL_CHARS:  # never subscribed: see _subscribe
+                replies.append(invented.symbol_too_long(token))
+                continue
             if symbol == wire.WILDCARD:
                 self.wildcards.discard(channel)
             else:
