@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import ssl
+
     import trio
 
     from mocks.director import Applied
@@ -243,9 +247,12 @@ class BackgroundMock:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: bool = False,
         **options: Any,
     ) -> None:
         self.vendor = vendor
+        self.tls = tls
+        self.ca_path: Path | None = None  # with `tls`: the throwaway CA's certificate, to trust
         self.seed = seed
         self.host = host
         self.port = port  # the bound port once started
@@ -279,11 +286,21 @@ class BackgroundMock:
         self._stop: trio.Event | None = None
         self._mock: MockService | None = None
         self._keeper: SubscriptionKeeper | None = None
+        self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
-        """Where a client connects: `ws://127.0.0.1:PORT/<the vendor's path>`."""
-        return f"ws://{self.host}:{self.port}{self.path}"
+        """Where a client connects: `ws://127.0.0.1:PORT/<the vendor's path>` (`wss://` with
+        `tls`)."""
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}{self.path}"
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """With `tls`: an SSL context for clients that trusts this mock's throwaway CA."""
+        import ssl
+
+        if self.ca_path is None:
+            raise MockFailed(f"the {self.vendor} mock serves TLS only with tls=True, once started")
+        return ssl.create_default_context(cafile=str(self.ca_path))
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -314,6 +331,9 @@ class BackgroundMock:
         if thread.is_alive():
             raise MockFailed(f"the {self.vendor} mock thread did not stop in {timeout:g}s")
         self._thread = None
+        if self._ca_dir is not None:
+            self._ca_dir.cleanup()
+            self._ca_dir = None
 
     @property
     def problem(self) -> BaseException | None:
@@ -380,7 +400,14 @@ class BackgroundMock:
 
         self._stop = trio.Event()
         async with run_mock(self.vendor, **self._args) as mock:
-            self.port = await mock.serve_tcp(self.host, self.port)
+            context = None
+            if self.tls:
+                from mocks.tls import CA_FILE_NAME, generate
+
+                self._ca_dir = tempfile.TemporaryDirectory(prefix="feedlab-tls-")
+                tls = generate(self.host, Path(self._ca_dir.name) / CA_FILE_NAME)
+                context, self.ca_path = tls.context, tls.ca_path
+            self.port = await mock.serve_tcp(self.host, self.port, ssl_context=context)
             self.path = mock.path
             self._mock = mock
             self._keeper = SubscriptionKeeper(mock)
@@ -475,6 +502,7 @@ def background(
     api_key: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    tls: bool = False,
     **options: Any,
 ) -> Iterator[BackgroundMock]:
     """Serve `vendor`'s mock on `host` (a free port unless `port`) for the `with` block.
@@ -482,6 +510,8 @@ def background(
     `seed` seeds the market and the faults (a `market` given with its own seed gets this one);
     `faults` play on the mock's clock from the start; `api_keys` (default: any key works) and
     `**options` go to the vendor (`MassiveSettings`, `ThetaSettings`, `AmberdataSettings` fields).
+    `tls=True` serves `wss://` with a certificate from a throwaway CA: `.ca_path` is its file and
+    `.client_ssl_context()` a context that trusts it.
     On exit every connection and the port are closed and the thread is joined; if the mock's
     thread failed, `MockFailed` is raised with the cause.
     """
@@ -498,6 +528,7 @@ def background(
         api_key=api_key,
         host=host,
         port=port,
+        tls=tls,
         **options,
     )
     with mock:

@@ -196,10 +196,18 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError("--report goes with --scenario")
         if len(args.vendors) != 1:
             raise UsageError("--scenario takes one vendor")
-        if args.tls or args.tls_cert is not None:
-            raise UsageError("--tls does not go with --scenario (only with --record, --replay)")
-        warn_if_exposed(args.host)
-        return serve_command(args.vendors[0], args.scenario, args.report, args.host, args.port)
+        with tls_from_args(args, args.host) as tls:
+            warn_if_exposed(args.host)
+            if tls is not None:
+                print(tls.notice(), flush=True)
+            return serve_command(
+                args.vendors[0],
+                args.scenario,
+                args.report,
+                args.host,
+                args.port,
+                None if tls is None else tls.context,
+            )
 
     names: list[str] = []
     for name in args.vendors:

@@ -12,6 +12,7 @@ clients that need a real socket (other processes, asyncio libraries in a thread)
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +41,7 @@ class MockService:
         self.url = f"ws://{vendor}.mock{path}"  # host ignored by the in-memory connector
         self.connector = server.connect
         self.tcp_port: int | None = None
+        self.tcp_scheme = "ws"
 
     @property
     def server(self) -> VendorServer:
@@ -77,13 +79,17 @@ class MockService:
         params.setdefault("at", "0s")
         return await self.director.inject(parse_fault({"kind": kind, **params}, self.vendor))
 
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self.tcp_port = await self._server.serve_tcp(host, port)
+    async def serve_tcp(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Also listen on TCP (with `ssl_context`: wss://); returns the bound port."""
+        self.tcp_port = await self._server.serve_tcp(host, port, ssl_context=ssl_context)
+        self.tcp_scheme = "ws" if ssl_context is None else "wss"
         return self.tcp_port
 
     def tcp_url(self, host: str = "127.0.0.1") -> str:
         assert self.tcp_port is not None, "call serve_tcp() first"
-        return f"ws://{host}:{self.tcp_port}{self.path}"
+        return f"{self.tcp_scheme}://{host}:{self.tcp_port}{self.path}"
 
     async def wait_connections(self, count: int = 1) -> None:
         """Until at least `count` connections have been accepted in total."""

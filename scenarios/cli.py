@@ -7,6 +7,8 @@ held, 1 otherwise.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import sys
 from pathlib import Path
 
@@ -44,7 +46,14 @@ def run_command(paths: list[str], seed: int | None, report: str | None, realtime
     return 0 if all(r.passed for r in reports) else 1
 
 
-def serve_command(vendor: str, path: str, report: str | None, host: str, port: int | None) -> int:
+def serve_command(
+    vendor: str,
+    path: str,
+    report: str | None,
+    host: str,
+    port: int | None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     import trio
 
     from mocks.vendors import VENDORS
@@ -58,7 +67,9 @@ def serve_command(vendor: str, path: str, report: str | None, host: str, port: i
     if report is not None and not Path(report).parent.is_dir():
         raise UsageError(f"--report: no such directory: {Path(report).parent}")
     try:
-        view = trio.run(serve_scenario, scenario, host, port)
+        view = trio.run(
+            functools.partial(serve_scenario, scenario, host, port, ssl_context=ssl_context)
+        )
     except OSError as exc:
         print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import math
 import signal
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,7 @@ async def serve_scenario(
     port: int | None = None,
     *,
     stop: trio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> ServerView:
     """Serve until SIGINT/SIGTERM (or `stop`), then return what the server saw."""
@@ -226,7 +228,7 @@ async def serve_scenario(
         **options,
     ) as mock:
         chosen = vendor_spec(s.vendor).default_port if port is None else port
-        await mock.serve_tcp(host, chosen)
+        await mock.serve_tcp(host, chosen, ssl_context=ssl_context)
         url = mock.tcp_url(f"[{host}]" if ":" in host else host)
         view = ServerView(s.name, s.vendor, url)
         watcher = _Watcher(s, mock, view)

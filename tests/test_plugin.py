@@ -428,3 +428,30 @@ def test_importing_the_plugin_loads_no_trio_and_no_mock(pytester: pytest.Pyteste
     )
     result = pytester.run(sys.executable, "-c", code, timeout=30)
     assert result.outlines == ["[]"], result.outlines
+
+
+def test_fixtures_serve_wss_when_feedlab_settings_ask_for_tls(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import json
+
+        import pytest
+        from websockets.sync.client import connect
+
+
+        @pytest.fixture
+        def feedlab_settings():
+            return {"tls": True}
+
+
+        def test_wss(massive_mock):
+            assert massive_mock.url.startswith("wss://")
+            with connect(massive_mock.url, ssl=massive_mock.client_ssl_context()) as ws:
+                connected = json.loads(ws.recv(5))
+                ws.send(json.dumps({"action": "auth", "params": massive_mock.api_key}))
+                authed = json.loads(ws.recv(5))
+            assert connected[0]["status"] == "connected"
+            assert authed[0]["status"] == "auth_success"
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)

@@ -311,3 +311,42 @@ async def test_reset_sets_linger_zero_on_the_socket_beneath_tls(
     await link.reset()
     assert seen == [struct.pack("ii", 1, 0)]
     b.close()
+
+
+def test_background_mock_with_tls_serves_wss_to_clients_trusting_its_ca() -> None:
+    from mocks.background import background
+
+    with background("amberdata", tls=True) as mock:
+        assert mock.url.startswith("wss://127.0.0.1:") and mock.ca_path is not None
+        ca_path = mock.ca_path
+        headers = {"x-api-key": mock.api_key}
+        with connect(mock.url, additional_headers=headers, ssl=mock.client_ssl_context()) as ws:
+            ws.send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "subscribe",
+                        "params": [
+                            "market:options:trades",
+                            {"instrument": "BTC-28MAR25-60000-C", "exchange": "deribit"},
+                        ],
+                    }
+                )
+            )
+            reply = json.loads(ws.recv(TIMEOUT))
+            assert isinstance(reply["result"], str)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            connect(mock.url, additional_headers=headers, ssl=ssl.create_default_context())
+    assert not ca_path.exists()  # the throwaway CA goes with the mock
+
+
+def test_serve_scenario_takes_tls_too() -> None:
+    storm = ROOT / "scenarios" / "library" / "massive-disconnect-storm.toml"
+    with feedlab("serve", "massive", "--tls", "--port", "0", "--scenario", str(storm)) as served:
+        lines = served.wait_for(2)
+        assert lines[0].startswith("TLS: trust the CA in ")
+        url = lines[1].split(" listening on ")[1].split()[0]
+        assert url.startswith("wss://127.0.0.1:")
+        with connect(url, ssl=trusting(served.ca), open_timeout=TIMEOUT) as ws:
+            assert json.loads(ws.recv(TIMEOUT))[0]["status"] == "connected"
