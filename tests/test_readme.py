@@ -539,7 +539,9 @@ def run_long_running(command: Command, cwd: Path, processes: list[Process]) -> N
         listeners = 3 if vendors == ["all"] else 1
         process = Process([str(FEEDLAB), *with_port_zero(args)], cwd)
         processes.append(process)
-        assert process.wait_for(lambda out: out.count(" listening on ws://") >= listeners, 15), (
+        scheme = "wss" if "--tls" in args else "ws"
+        listening = f" listening on {scheme}://"
+        assert process.wait_for(lambda out: out.count(listening) >= listeners, 15), (
             f"{command.text}: not listening: {process}"
         )
         assert process.interrupt() == 0, f"{command.text}: {process}"
