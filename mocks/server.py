@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trio
 import trio_websocket
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 from mocks.hub import Hub
@@ -76,6 +78,31 @@ def _benign(exc: BaseException) -> bool:
         | LocalProtocolError
         | OSError,
     )
+
+
+# Codes of a connection wsproto failed for a frame it could not parse (ParseFailed): invalid
+# UTF-8 (1007), a protocol error (1002). trio-websocket then closes the stream without the close
+# frame wsproto decided on; the link writes it just before the stream closes.
+_PARSE_FAILURE_CODES = frozenset({1002, 1007})
+
+
+def _owed_close_frame(ws: trio_websocket.WebSocketConnection) -> bytes | None:
+    reason = ws.closed
+    wsproto = ws._wsproto  # private: trio-websocket 0.12 (pinned in pyproject.toml)
+    if reason is None or reason.code not in _PARSE_FAILURE_CODES:
+        return None
+    if wsproto.state is not ConnectionState.OPEN:
+        return None  # a close frame went out already
+    text = (reason.reason or "")[:100]  # a close reason has room for 123 bytes
+    data: bytes = wsproto.send(CloseConnection(code=reason.code, reason=text))
+    return data
+
+
+async def _say_owed_close(ws: trio_websocket.WebSocketConnection, link: Link) -> None:
+    data = _owed_close_frame(ws)
+    if data is not None:
+        async with ws._stream_lock:  # after any frame being written: frames never interleave
+            await link.say_last(data)
 
 
 COALESCE_BYTES = 64 * 1024  # frames written together up to about this many bytes per write
@@ -466,6 +493,7 @@ class MockServer:
                 nursery.cancel_scope.cancel()
                 return
             ws = await request.accept()
+            link.last_words = functools.partial(_say_owed_close, ws, link)
             now = self.market.now()
             info = ConnectionInfo(
                 conn_id=next(self._ids),

@@ -35,6 +35,11 @@ class Link(trio.abc.Stream):
         self.fragment_size: int | None = None  # re-frame messages into continuation frames
         self.bytes_sent = 0
         self.bytes_received = 0
+        # Awaited as the stream closes (shielded, at most a second): writes what is still owed
+        # to the client, e.g. a close frame the WebSocket library decided on but never wrote.
+        self.last_words: Callable[[], Awaitable[None]] | None = None
+        self._closing = False
+        self._closed = trio.Event()
 
     @property
     def plain(self) -> bool:
@@ -108,7 +113,27 @@ class Link(trio.abc.Stream):
 
     async def aclose(self) -> None:
         self._flowing.set()
-        await self._stream.aclose()
+        if self._closing:  # another task is closing (and may be writing last words): wait
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self.last_words is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self.last_words()
+        finally:
+            try:
+                await self._stream.aclose()
+            finally:
+                self._closed.set()
+
+    async def say_last(self, data: bytes) -> None:
+        """Write past every switch (the connection is ending); if the stream is gone already
+        the client sees 1006, as it would have."""
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     async def cut(self) -> None:
         """Close the connection without a WebSocket close frame (the client sees 1006)."""
