@@ -263,9 +263,7 @@ def run_record(args: argparse.Namespace) -> int:
 
 def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     """`serve VENDOR --record FILE`: the mock, recording its own sessions in market time."""
-    from mocks.hub import Hub
-    from mocks.serve import close_all, url, warn_if_exposed
-    from mocks.server import SERVE_HISTORY, MockServer
+    from mocks.serve import close_all, long_running_server, url, warn_if_exposed
     from mocks.sim.actor import Market
     from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
@@ -288,18 +286,9 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)
                 await nursery.start(market.run)
-                hub = Hub(market)
-                core = spec.create_server(hub, market.sim, api_keys=tuple(args.api_keys))
-                server = MockServer(
-                    core,
-                    hub,
-                    market,
-                    seed=args.seed,
-                    backpressure=max_rate,
-                    keep_events=False,  # runs for days: the ledger keeps counts only
-                    history_limit=SERVE_HISTORY,
+                server = long_running_server(
+                    vendor, market, tuple(args.api_keys), args.seed, max_rate
                 )
-                server.ledger.keep_events = False
                 WireRecorder(writer, redactor).attach(server)
                 await nursery.start(server.run)
                 port = spec.default_port if args.port is None else args.port

@@ -60,6 +60,24 @@ async def close_all(servers: Iterable[MockServer]) -> None:
                     closing.start_soon(conn.close, 1001, "server shutting down")
 
 
+def long_running_server(
+    vendor: str, market: Market, api_keys: tuple[str, ...], seed: int, max_rate: bool
+) -> MockServer:
+    """One vendor's server over `market` for a process that may run for days (`serve`, `serve
+    --record`): the ledger keeps counts only and finished connections are forgotten."""
+    hub = Hub(market)
+    core = vendor_spec(vendor).create_server(hub, market.sim, api_keys=api_keys)
+    return MockServer(
+        core,
+        hub,
+        market,
+        seed=seed,
+        backpressure=max_rate,  # --rate max: the market waits for slow connections
+        keep_events=False,
+        history_limit=SERVE_HISTORY,
+    )
+
+
 async def serve_forever(
     vendors: list[str],
     host: str,
@@ -79,17 +97,7 @@ async def serve_forever(
             await nursery.start(market.run)
             for name in vendors:
                 spec = vendor_spec(name)
-                hub = Hub(market)
-                core = spec.create_server(hub, market.sim, api_keys=api_keys)
-                server = MockServer(
-                    core,
-                    hub,
-                    market,
-                    seed=settings.seed,
-                    backpressure=max_rate,
-                    keep_events=False,  # runs for days: the ledger keeps counts only
-                    history_limit=SERVE_HISTORY,
-                )
+                server = long_running_server(name, market, api_keys, settings.seed, max_rate)
                 await nursery.start(server.run)
                 bound = await server.serve_tcp(
                     host,
