@@ -3,11 +3,13 @@
 Per connection: the market events routed to it (its subscriptions, from the moment it asked),
 what left in frames, and what a message fault dropped, duplicated, held back or corrupted on
 purpose. The scenario report compares this with what the client delivered. With
-`keep_events=False` (a long-running `feedlab serve`) only the counts are kept.
+`keep_events=False` (a long-running `feedlab serve`) only the counts are kept, and with
+`keep_closed` only that many finished connections' records (the totals still count them all).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -28,25 +30,40 @@ class ConnectionRecord:
 
 
 class Ledger:
-    def __init__(self, keep_events: bool = True) -> None:
+    def __init__(self, keep_events: bool = True, keep_closed: int | None = None) -> None:
         self.keep_events = keep_events
+        self.keep_closed = keep_closed
         self.connections: dict[int, ConnectionRecord] = {}
+        self._closed: deque[int] = deque()  # finished connections, oldest first
+        self._forgotten = dict.fromkeys(FATES, 0)  # the counts of records no longer kept
 
     def opened(self, number: int, now: float) -> ConnectionRecord:
-        record = ConnectionRecord(number, now)
+        # Counts only: no empty event lists per connection.
+        record = (
+            ConnectionRecord(number, now)
+            if self.keep_events
+            else ConnectionRecord(number, now, events={})
+        )
         self.connections[number] = record
         return record
 
     def closed(self, number: int, now: float, code: int | None, client_code: int | None) -> None:
         record = self.connections[number]
         record.closed_at, record.close_code, record.client_close_code = now, code, client_code
+        if self.keep_closed is None:
+            return
+        self._closed.append(number)
+        while len(self._closed) > self.keep_closed:
+            old = self.connections.pop(self._closed.popleft())
+            for fate, count in old.counts.items():
+                self._forgotten[fate] += count
 
     def note(self, number: int, fate: str, events: Iterable[Event]) -> None:
         record = self.connections.get(number)
         if record is None:
             return
         if self.keep_events:
-            bucket = record.events[fate]
+            bucket = record.events.setdefault(fate, [])
             before = len(bucket)
             bucket.extend(events)
             record.counts[fate] += len(bucket) - before
@@ -54,4 +71,4 @@ class Ledger:
             record.counts[fate] += sum(1 for _ in events)
 
     def total(self, fate: str) -> int:
-        return sum(r.counts[fate] for r in self.connections.values())
+        return self._forgotten[fate] + sum(r.counts[fate] for r in self.connections.values())

@@ -106,7 +106,9 @@ async def _say_owed_close(ws: trio_websocket.WebSocketConnection, link: Link) ->
 
 
 COALESCE_BYTES = 64 * 1024  # frames written together up to about this many bytes per write
-SERVE_HISTORY = 1_000  # connections a long-running `feedlab serve` remembers after they end
+# Connections a long-running `feedlab serve` remembers after they end (history and ledger): a
+# finished connection keeps its WebSocket, link and session, some 20-30 KiB.
+SERVE_HISTORY = 100
 CLOSE_TIMEOUT = 5.0  # seconds a close frame may take to get out before the server drops TCP
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -414,7 +416,7 @@ class MockServer:
         self.backpressure = backpressure
         self.connections: dict[int, Connection] = {}
         # Every connection ever accepted, oldest first; a long-running `feedlab serve` keeps
-        # only the last `history_limit` (finished connections hold their sessions' memory).
+        # only the last `history_limit`, and its ledger the last `history_limit` finished ones.
         self.history: list[Connection] = []
         self.history_limit = history_limit
         self._ids = itertools.count(1)
@@ -422,7 +424,7 @@ class MockServer:
         self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
         self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
         self.refusing = False  # a `restart` fault: the port refuses connections for a while
-        self.ledger = Ledger(keep_events)
+        self.ledger = Ledger(keep_events, keep_closed=history_limit)
         self.errors: list[BaseException] = []  # what broke single connections (bugs, not faults)
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
         # ...) that a fault set for a while apply to reconnections too.
@@ -509,8 +511,8 @@ class MockServer:
             conn = Connection(info, session, link, ws, self, self.max_buffer)
             self.connections[info.conn_id] = conn
             self.history.append(conn)
-            if self.history_limit is not None and len(self.history) > 2 * self.history_limit:
-                del self.history[: -self.history_limit]
+            if self.history_limit is not None and len(self.history) > self.history_limit:
+                del self.history[: len(self.history) - self.history_limit]
             for hook in self.on_accept:
                 hook(conn)
             try:

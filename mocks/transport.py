@@ -118,9 +118,11 @@ class Link(trio.abc.Stream):
             return
         self._closing = True
         try:
-            if self.last_words is not None:
+            # Said once; forgetting them also breaks the cycle link -> ws -> link.
+            last_words, self.last_words = self.last_words, None
+            if last_words is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await self.last_words()
+                    await last_words()
         finally:
             try:
                 await self._stream.aclose()

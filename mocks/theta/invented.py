@@ -81,7 +81,6 @@ class ResubscribeLog(Generic[K]):
 
     by_id: dict[int, K] = field(default_factory=dict)
     id_of: dict[K, int] = field(default_factory=dict)
-    seen: set[int] = field(default_factory=set)
     highest: int | None = None
 
     def request(self, req_id: int | None) -> bool:
@@ -91,7 +90,6 @@ class ResubscribeLog(Generic[K]):
         fresh = self.highest is None or req_id > self.highest
         if req_id in self.by_id:
             self.id_of.pop(self.by_id.pop(req_id), None)
-        self.seen.add(req_id)
         if self.highest is None or req_id > self.highest:
             self.highest = req_id
         return fresh

@@ -1,0 +1,154 @@
+"""A long-running `feedlab serve` under connection churn keeps bounded state (issue 10, the soak).
+
+Clients connect, subscribe a few contracts from a fixed pool, read a little and go (clean closes
+and abrupt drops), more of them than a long-running server remembers. What the server keeps
+afterwards must not depend on how many came and went: finished connections in the history and
+the ledger, per-connection state in the vendor cores and the hub. The soak (`bench/soak.py`)
+watches the process's RSS for minutes; this checks the structures behind it, in virtual time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import random
+from collections import deque
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import trio
+import trio_websocket
+
+from mocks.serve import long_running_server
+from mocks.server import Connection, ConnectionStats, MockServer
+from mocks.sim.actor import Market
+from mocks.sim.clock import UTC
+from mocks.sim.market import MarketSettings
+from mocks.vendors import vendor_spec
+
+# A finished connection keeps its WebSocket, link and session: 20-30 KiB. A server that runs for
+# days may remember this many of them per vendor (a few MiB), not more.
+REMEMBERED = 100
+CHURNED = REMEMBERED + 40  # connections per vendor in a test: more than are remembered
+WORKERS = 4
+
+MASSIVE_POOL = [f"O:SPY250620{r}{strike * 1000:08d}" for strike in range(500, 600, 5) for r in "CP"]
+THETA_POOL = [(20250620, strike * 1000, r) for strike in range(500, 600, 10) for r in "CP"]
+AMBERDATA_POOL = [
+    f"BTC-27JUN25-{strike}-{r}" for strike in range(50_000, 110_000, 5_000) for r in "CP"
+]
+# Whatever a core keeps per contract, root or open connection fits in this; per finished
+# connection (or per request ever made) does not, after CHURNED connections.
+CORE_BOUND = 2 * len(MASSIVE_POOL)
+
+
+async def _subscribe(
+    vendor: str, ws: trio_websocket.WebSocketConnection, rng: random.Random
+) -> None:
+    """What bench/soak.py's clients do."""
+    if vendor == "massive":
+        await ws.get_message()  # connected
+        await ws.send_message(orjson.dumps({"action": "auth", "params": "key"}).decode())
+        await ws.get_message()  # auth_success
+        picked = rng.sample(MASSIVE_POOL, rng.randint(1, 10))
+        params = ",".join(f"{channel}.{s}" for s in picked for channel in ("Q", "T"))
+        await ws.send_message(orjson.dumps({"action": "subscribe", "params": params}).decode())
+    elif vendor == "theta":
+        base = rng.randrange(1_000_000)  # unique, increasing ids within a visit
+        for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5))):
+            contract = {"root": "SPY", "expiration": expiration, "strike": strike, "right": right}
+            request = {
+                "msg_type": "STREAM",
+                "sec_type": "OPTION",
+                "req_type": "QUOTE",
+                "add": True,
+                "id": base + n,
+                "contract": contract,
+            }
+            await ws.send_message(orjson.dumps(request).decode())
+    else:
+        for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5))):
+            request = {
+                "jsonrpc": "2.0",
+                "id": n + 1,
+                "method": "subscribe",
+                "params": [
+                    "market:options:order:snapshots",
+                    {"instrument": instrument, "exchange": "deribit"},
+                ],
+            }
+            await ws.send_message(orjson.dumps(request).decode())
+
+
+async def _visit(server: MockServer, vendor: str, slot: int, rng: random.Random) -> None:
+    """One client: subscribe, read 0.05-0.3 s, then a close frame or (every other one) a drop."""
+    headers = [(b"x-api-key", f"UAK-churn-{slot}".encode())] if vendor == "amberdata" else []
+    try:
+        async with server.connect(f"ws://{vendor}.mock{vendor_spec(vendor).path}", headers) as ws:
+            await _subscribe(vendor, ws, rng)
+            with trio.move_on_after(rng.uniform(0.05, 0.3)):
+                while True:
+                    await ws.get_message()
+            if slot % 2:
+                await trio.aclose_forcefully(ws._stream)  # the client vanishes: no close frame
+    except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # Theta's terminal drops a client when the next one comes
+
+
+SHARED = {"market", "hub", "server"}  # what a core refers to but does not own
+
+
+def _containers(obj: object, depth: int = 2) -> Iterator[tuple[str, int]]:
+    """(name, size) of every dict, set, list and deque held by `obj`'s attributes, and by their
+    attributes' attributes (Theta's resubscription log, Amberdata's fault state)."""
+    attrs = getattr(obj, "__dict__", None)
+    if attrs is None:
+        slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
+        attrs = {s: getattr(obj, s) for s in slots if hasattr(obj, s)}
+    for name, value in attrs.items():
+        if isinstance(value, dict | set | list | deque):
+            yield name, len(value)
+        elif depth > 1 and name not in SHARED and type(value).__module__.startswith("mocks."):
+            for inner, size in _containers(value, depth - 1):
+                yield f"{name}.{inner}", size
+
+
+@pytest.mark.parametrize("vendor", ["massive", "theta", "amberdata"])
+async def test_churn_keeps_bounded_state(vendor: str, autojump_clock: trio.abc.Clock) -> None:
+    settings = MarketSettings(
+        seed=1, start=dt.datetime(2025, 3, 14, 14, 30, tzinfo=UTC), total_rate=500
+    )
+    market = Market(settings)
+    stats: list[ConnectionStats] = []  # every connection's counters, without the connection
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        server = long_running_server(vendor, market, (), settings.seed, False)
+        server.on_accept.append(lambda conn: stats.append(conn.stats))
+        await nursery.start(server.run)
+        slots = iter(range(CHURNED))
+        workers = 1 if vendor == "theta" else WORKERS  # one Theta client at a time
+
+        async def client(worker: int) -> None:
+            rng = random.Random(worker)
+            for slot in slots:
+                await _visit(server, vendor, slot, rng)
+
+        async with trio.open_nursery() as clients:
+            for worker in range(workers):
+                clients.start_soon(client, worker)
+        await trio.sleep(1.0)  # the last connections finish on the server's side
+
+        assert len(stats) == CHURNED and not server.connections
+        assert len(server.history) <= REMEMBERED
+        assert len(server.ledger.connections) <= REMEMBERED
+        gc.collect()
+        assert sum(1 for o in gc.get_objects() if type(o) is Connection) <= REMEMBERED
+        # The ledger forgets old connections, not what they were sent.
+        assert sum(s.frames_sent for s in stats) > 0
+        assert server.ledger.total("sent") == sum(s.events_sent for s in stats)
+        for owner in (server.vendor, server.hub):
+            for name, size in _containers(owner):
+                assert size <= CORE_BOUND, f"{type(owner).__name__}.{name} holds {size}"
+        assert server.errors == []
+        nursery.cancel_scope.cancel()
