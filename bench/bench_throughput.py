@@ -200,6 +200,7 @@ def layer_main(vendor: str, layer: bool) -> None:
     import mocks.server
     from mocks.director import Director
     from mocks.hub import Hub
+    from mocks.serve import MAX_RATE_RESOLUTION
     from mocks.server import MockServer
     from mocks.sim.actor import Market
     from mocks.sim.market import MarketSettings
@@ -218,7 +219,7 @@ def layer_main(vendor: str, layer: bool) -> None:
         setattr(mocks.server, "Link", NoLink)  # noqa: B010 - what the server wraps streams in
 
     async def main() -> None:
-        market = Market(MarketSettings(seed=0), max_rate=True)
+        market = Market(MarketSettings(seed=0), max_rate=True, resolution=MAX_RATE_RESOLUTION)
         spec = vendor_spec(vendor)
         async with trio.open_nursery() as nursery:
             await nursery.start(market.run)

@@ -302,12 +302,14 @@ class Connection:
         what keeps a fast feed (Theta's one message per frame) from costing a system call per
         message. Under a byte fault every frame is its own write, as the fault expects."""
         faults = self.server.faults
+        link = self.link
+        plain = link.plain  # read again after every await: a fault may switch on meanwhile
         batch: list[Send] = []
         for action in actions:
             if isinstance(action, Send):
                 if faults is not None:
                     action = faults.on_frame(self, action)
-                if self.link.plain:
+                if plain:
                     batch.append(action)
                     continue
                 if batch and not await self._send_batch(batch):
@@ -318,11 +320,13 @@ class Connection:
                 except trio_websocket.ConnectionClosed:
                     return False
                 self._sent(action)
+                plain = link.plain
                 continue
             if batch:
                 if not await self._send_batch(batch):
                     return False
                 batch = []
+                plain = link.plain
             if isinstance(action, Close):
                 self.close_code = action.code
                 with trio.move_on_after(2.0):
@@ -342,27 +346,40 @@ class Connection:
         are unmasked and unfragmented, and no extension is ever negotiated), and written under
         trio-websocket's own write lock, so a pong its reader sends never lands inside them."""
         ws = self.ws
+        frames = [data_frame(send.data) for send in sends]
         start = 0
-        while start < len(sends):
+        while start < len(frames):
             if ws.closed is not None:  # closing or closed: trio-websocket would refuse to send
                 return False
-            chunk: list[bytes] = []
-            size = 0
-            end = start
-            while end < len(sends) and (not chunk or size < COALESCE_BYTES):
-                chunk.append(data_frame(sends[end].data))
-                size += len(chunk[-1])
+            size = len(frames[start])
+            end = start + 1
+            while end < len(frames) and size < COALESCE_BYTES:
+                size += len(frames[end])
                 end += 1
             try:
                 async with ws._stream_lock:
-                    await self.link.send_all(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                    await self.link.send_all(
+                        frames[start] if end == start + 1 else b"".join(frames[start:end])
+                    )
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await ws._abort_web_socket()
                 return False
-            for send in sends[start:end]:
-                self._sent(send)
+            self._sent_all(sends[start:end])
             start = end
         return True
+
+    def _sent_all(self, sends: list[Send]) -> None:
+        """`_sent` for frames that went out together: with no tap or observer to tell frame by
+        frame, the ledger and the counters take them in one go."""
+        server = self.server
+        if server.taps or server.observers:
+            for send in sends:
+                self._sent(send)
+            return
+        events = sends[0].events if len(sends) == 1 else [e for send in sends for e in send.events]
+        self.stats.frames_sent += len(sends)
+        self.stats.events_sent += len(events)
+        server.ledger.note(self.conn_id, "sent", events)
 
     def _sent(self, action: Send) -> None:
         server = self.server

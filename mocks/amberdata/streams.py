@@ -63,11 +63,12 @@ class Valuation:
     index_price: float
 
 
-def valuation(contract: OptionContract, mark: Mark, ts_ns: int) -> Valuation:
+def valuation(contract: OptionContract, mark: Mark, ts_ns: int, expiry_ns: int) -> Valuation:
+    """`expiry_ns`: `expiry_instant_ns(contract)` (the instrument keeps it)."""
     forward = round(mark.underlying_price, 2)
     mark_iv = round(mark.vol * 100.0, 2)
     sigma = mark_iv / 100.0
-    until_expiry = (expiry_instant_ns(contract) - ts_ns) / _YEAR_NS
+    until_expiry = (expiry_ns - ts_ns) / _YEAR_NS
     # A contract the market keeps alive past its real expiry (a "zombie") has the market's own T.
     years = until_expiry if until_expiry > 0 else mark.years
     value = pricing.black76(forward, contract.strike, years, sigma, contract.is_call)
@@ -131,6 +132,9 @@ class Instrument:
     def __init__(self, contract: OptionContract, seed: int, created_ns: int) -> None:
         self.contract = contract
         self.seed = seed
+        # Fixed for the contract's life; every snapshot prints or uses them.
+        self.expiry_ns = expiry_instant_ns(contract)
+        self.underlying_index = invented.underlying_index(contract)
         self._rng = derive_rng(seed, f"amberdata:instrument:{contract.key}")
         self.trade_id_base = derive_seed(seed, f"amberdata:trade-id:{contract.key}") % (
             invented.TRADE_ID_SPAN
@@ -321,7 +325,7 @@ def market_fields(
     inst: Instrument, mark: Mark, exchange: str, instrument: str, ts_ns: int, sequence: int
 ) -> MarketFields:
     inst.prime(mark)
-    v = valuation(inst.contract, mark, ts_ns)
+    v = valuation(inst.contract, mark, ts_ns, inst.expiry_ns)
     quote = inst.last_quote
     bid: Level | None = None
     ask: Level | None = None
@@ -354,7 +358,7 @@ def market_fields(
         min_price=low,
         max_price=high,
         last_price=inst.last_price,
-        underlying_index=invented.underlying_index(inst.contract),
+        underlying_index=inst.underlying_index,
         bid=bid,
         ask=ask,
         bid_iv=None if bid_iv is None else round(bid_iv * scale, 4),
@@ -459,7 +463,7 @@ def trade(
     iv: float | None = None
     index: float | None = None
     if mark is not None:
-        v = valuation(inst.contract, mark, event.ts_ns)
+        v = valuation(inst.contract, mark, event.ts_ns, inst.expiry_ns)
         mark_price, index = v.mark_price, v.index_price
         trade_iv = implied_vol_percent(event.price, inst.contract, v)
         if trade_iv is not None:

@@ -58,9 +58,10 @@ class MassiveSession:
         self._now = info.opened_at
         self._auth_deadline = info.opened_at + self.settings.auth_timeout
         self._ending: tuple[StatusEvent | None, Ending] | None = None
-        # outbound batch
-        self._batch: list[bytes] = []
-        self._batch_bytes = 0
+        # outbound batch: events encoded (Raw) or quotes whose encoding waits for the frame
+        self._batch: list[wire.QuoteEvent | msgspec.Raw] = []
+        self._batch_bytes = 0  # the frame's size: exact, or a bound while quotes wait (below)
+        self._batch_waiting = 0  # quotes in the batch not encoded yet
         self._batch_events: list[Event] = []
         self._batch_since: float | None = None
         # the delayed feed's backlog: (release time, trade)
@@ -105,16 +106,30 @@ class MassiveSession:
         if self.state != _AUTHENTICATED:
             return []
         out: list[Action] = []
-        # The hot loop of `--rate max`: one symbol lookup per quote, encoded straight into the
-        # batch (`_add`); everything else takes the general path.
+        # The hot loop of `--rate max`: one symbol lookup per quote, into the batch unencoded
+        # (`_add`: the frame is encoded in one go); everything else takes the general path.
+        # A quote event is rendered here only: the exchange ids are looked up inline.
         quotes = self.subscriptions[QUOTES] if not self.delayed else {}
         symbols, add = self._symbols, self._add
-        encode, quote_event = wire.encode, wire.quote_event
+        quote, ids, opra = wire.QuoteEvent, wire.EXCHANGE_IDS, wire.OPRA_ID
+        besides_symbol = wire.QUOTE_BYTES_BESIDES_SYMBOL
         for event in events:
             if type(event) is OptionQuote:
                 sym = symbols.get(event.contract) or self._symbol(event.contract)
                 if sym in quotes:
-                    add(encode(quote_event(sym, event)), event, out)
+                    item = quote(
+                        "Q",
+                        sym,
+                        ids.get(event.bid_exchange, opra),
+                        ids.get(event.ask_exchange, opra),
+                        float(event.bid),
+                        float(event.ask),
+                        int(event.bid_size),
+                        int(event.ask_size),
+                        event.ts_ns // 1_000_000,
+                        event.sequence,
+                    )
+                    add(item, besides_symbol + 6 * len(sym), event, out)
             elif isinstance(event, OptionTrade):
                 if self.delayed:
                     release = self.server.market_time(event.ts_ns) + self._lag
@@ -305,7 +320,7 @@ class MassiveSession:
         sym = self._symbol(trade.contract)
         if self._wants(TRADES, sym):
             event = wire.trade_event(sym, trade, _conditions(trade.conditions))
-            self._add(wire.encode(event), trade, out)
+            self._add_encoded(wire.encode(event), trade, out)
         channels = [ch for ch in self._bars if self._wants(ch, sym)]
         if channels:
             day = self._day.add(trade)
@@ -313,7 +328,7 @@ class MassiveSession:
                 builder = self._bars[channel]
                 finished = builder.add(trade, day)
                 if finished is not None:
-                    self._add(wire.encode(builder.render(sym, finished)), None, out)
+                    self._add_encoded(wire.encode(builder.render(sym, finished)), None, out)
         return out
 
     def _bar_due(self, end_ms: int) -> float:
@@ -329,32 +344,64 @@ class MassiveSession:
         out: list[Action] = []
         for builder in self._bars.values():
             for contract, bar in builder.due(is_due):
-                self._add(wire.encode(builder.render(self._symbol(contract), bar)), None, out)
+                self._add_encoded(
+                    wire.encode(builder.render(self._symbol(contract), bar)), None, out
+                )
         return out
 
     # -- framing -----------------------------------------------------------------------------------
 
-    def _add(self, encoded: bytes, event: Event | None, out: list[Action]) -> None:
-        """Batch one encoded event; frames that fill up go to `out`."""
+    def _add_encoded(self, encoded: bytes, event: Event | None, out: list[Action]) -> None:
+        self._add(msgspec.Raw(encoded), len(encoded), event, out)
+
+    def _add(
+        self,
+        item: wire.QuoteEvent | msgspec.Raw,
+        size: int,
+        event: Event | None,
+        out: list[Action],
+    ) -> None:
+        """Batch one event, encoded (`size` its length) or a quote to encode with its frame
+        (`size` the most it can take); frames that fill up go to `out`. Frames end where they
+        would with every event encoded at once: only a frame that might overflow is measured."""
         batch = self._batch
-        size = len(encoded) + 1
-        if batch and self._batch_bytes + size + 1 > self.settings.max_frame_bytes:
-            out += self._flush()
-            batch = self._batch
+        limit = self.settings.max_frame_bytes
+        if batch and self._batch_bytes + size + 2 > limit:
+            if self._batch_waiting or type(item) is not msgspec.Raw:
+                item = self._encode_waiting(item)
+                size = len(item)
+            if self._batch_bytes + size + 2 > limit:
+                out += self._flush()
+                batch = self._batch
         if not batch:
             self._batch_since = self._now
-        batch.append(encoded)
-        self._batch_bytes += size
+        batch.append(item)
+        self._batch_bytes += size + 1
+        if type(item) is not msgspec.Raw:
+            self._batch_waiting += 1
         if event is not None:
             self._batch_events.append(event)
         if len(batch) >= self.settings.max_batch_events:
             out += self._flush()
 
+    def _encode_waiting(self, item: wire.QuoteEvent | msgspec.Raw) -> msgspec.Raw:
+        """Encode the batch's waiting quotes and `item`, so the batch's size is exact."""
+        if self._batch_waiting:
+            encoded = [
+                e if isinstance(e, msgspec.Raw) else msgspec.Raw(wire.encode(e))
+                for e in self._batch
+            ]
+            self._batch[:] = encoded  # in place: `_add` holds the list
+            self._batch_bytes = sum(len(e) + 1 for e in encoded)
+            self._batch_waiting = 0
+        return item if type(item) is msgspec.Raw else msgspec.Raw(wire.encode(item))
+
     def _flush(self) -> list[Action]:
         if not self._batch:
             return []
-        action = Send(wire.frame(self._batch), tuple(self._batch_events))
+        action = Send(wire.batch_frame(self._batch), tuple(self._batch_events))
         self._batch, self._batch_events, self._batch_bytes = [], [], 0
+        self._batch_waiting = 0
         self._batch_since = None
         return [action]
 

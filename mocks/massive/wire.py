@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from mocks.sim.events import OptionQuote, OptionTrade
+from mocks.sim.events import OptionTrade
 
 
 class ClientRequest(msgspec.Struct, forbid_unknown_fields=False):
@@ -164,22 +164,6 @@ def exchange_id(mic: str) -> int:
     return EXCHANGE_IDS.get(mic, OPRA_ID)
 
 
-def quote_event(symbol: str, quote: OptionQuote) -> QuoteEvent:
-    # One call per quote sent, the feed's hottest line: the exchange ids are looked up inline.
-    return QuoteEvent(
-        "Q",
-        symbol,
-        EXCHANGE_IDS.get(quote.bid_exchange, OPRA_ID),
-        EXCHANGE_IDS.get(quote.ask_exchange, OPRA_ID),
-        float(quote.bid),
-        float(quote.ask),
-        int(quote.bid_size),
-        int(quote.ask_size),
-        quote.ts_ns // 1_000_000,
-        quote.sequence,
-    )
-
-
 def trade_event(symbol: str, trade: OptionTrade, conditions: list[int]) -> TradeEvent:
     return TradeEvent(
         "T",
@@ -205,6 +189,25 @@ def encode(event: ServerEvent) -> bytes:
 def frame(encoded: list[bytes]) -> str:
     """A text frame: the JSON array of already encoded events."""
     return (b"[" + b",".join(encoded) + b"]").decode()
+
+
+def batch_frame(events: list[QuoteEvent | msgspec.Raw]) -> str:
+    """A text frame from events of which some are still to encode: one encoder call for the
+    whole array (the same bytes as `frame` of each one encoded)."""
+    return _encoder.encode(events).decode()
+
+
+# The most bytes a quote event takes besides its symbol, which takes at most 6 per character (an
+# escape): 64-bit integers take at most 20 characters, floats at most 24
+# ("-2.2250738585072014e-308"). What lets a batch of quotes wait for its frame to be encoded
+# (`MassiveSession._add`).
+QUOTE_BYTES_BESIDES_SYMBOL = (
+    len(_encoder.encode(QuoteEvent("Q", "", 0, 0, 0.0, 0.0, 0, 0, 0, 0)))
+    - 6
+    - 2 * 3
+    + 6 * 20
+    + 2 * 24
+)
 
 
 class BadRequest(Exception):

@@ -49,6 +49,37 @@ MAX_STREAMS_REACHED, INVALID_PERMS = "MAX_STREAMS_REACHED", "INVALID_PERMS"
 
 FULL_TRADE_STREAM = StreamKey(OPTION, TRADE, None)
 QUOTES_AFTER_TRADE = 2  # [doc] "for options the next 2 NBBO quotes follow after the trade"
+_HOUR_NS = 3_600_000_000_000
+_MS_NS = 1_000_000
+
+
+class _EasternDay:
+    """`eastern_date_and_ms` for every message, with the time-zone conversion (costlier than the
+    rest of a quote message) made once per hour: US Eastern's offset is whole hours and changes on
+    a UTC hour boundary, so within one UTC hour the date is fixed and `ms_of_day` moves with the
+    elapsed milliseconds. An hour where that does not hold is converted message by message."""
+
+    __slots__ = ("_date", "_hour", "_ms", "_uniform")
+
+    def __init__(self) -> None:
+        self._hour: int | None = None
+        self._date = self._ms = 0
+        self._uniform = False
+
+    def __call__(self, ts_ns: int) -> tuple[int, int]:
+        hour, into = divmod(ts_ns, _HOUR_NS)
+        if hour != self._hour:
+            start = hour * _HOUR_NS
+            self._hour = hour
+            self._date, self._ms = eastern_date_and_ms(start)
+            last_ms = _HOUR_NS // _MS_NS - 1
+            self._uniform = eastern_date_and_ms(start + last_ms * _MS_NS) == (
+                self._date,
+                self._ms + last_ms,
+            )
+        if not self._uniform:
+            return eastern_date_and_ms(ts_ns)
+        return self._date, self._ms + into // _MS_NS
 
 
 @dataclass(slots=True)
@@ -152,10 +183,12 @@ class ThetaTerminal:
         self.heartbeats_stopped_until = -math.inf
         self._last_quote: dict[OptionContract, OptionQuote] = {}
         self._quotes_owed: dict[OptionContract, int] = {}
-        # Per contract, made once (the quote path runs for every quote): its stream keys, and
-        # its quote messages' bytes up to the body for the upstream status they were made with.
-        self._option_keys: dict[OptionContract, tuple[StreamKey, StreamKey]] = {}
+        # Per contract, made once (the quote path runs for every quote): whether its quote and
+        # market value streams are on (forgotten whenever a stream starts or stops), and its
+        # quote messages' bytes up to the body for the upstream status they were made with.
+        self._option_streams: dict[OptionContract, tuple[bool, bool]] = {}
         self._quote_prefixes: dict[OptionContract, tuple[str, bytes]] = {}
+        self._date_and_ms = _EasternDay()
         self._option_ohlc: dict[OptionContract, _Ohlc] = {}
         self._index_ohlc: dict[str, _Ohlc] = {}
         self._index_last_sent: dict[str, float] = {}
@@ -321,6 +354,7 @@ class ThetaTerminal:
         return SUBSCRIBED
 
     def _add(self, key: StreamKey) -> None:
+        self._option_streams.clear()
         if not key.bulk:
             self._counts[key.sec_type, "trade" if key.req_type == TRADE else "quote"] += 1
         contracts, root = self._targets(key)
@@ -336,6 +370,7 @@ class ThetaTerminal:
 
     def _remove(self, key: StreamKey) -> None:
         del self.streams[key]
+        self._option_streams.clear()
         self.log.unsubscribed(key)
         if not key.bulk:
             self._counts[key.sec_type, "trade" if key.req_type == TRADE else "quote"] -= 1
@@ -417,13 +452,13 @@ class ThetaTerminal:
     def _option_quote(self, quote: OptionQuote, out: list[Action]) -> None:
         contract = quote.contract
         self._last_quote[contract] = quote
-        keys = self._option_keys.get(contract)
-        if keys is None:
-            keys = self._option_keys[contract] = (
-                StreamKey(OPTION, QUOTE, contract),
-                StreamKey(OPTION, MARKET_VALUE, contract),
+        wanted = self._option_streams.get(contract)
+        if wanted is None:
+            wanted = self._option_streams[contract] = (
+                StreamKey(OPTION, QUOTE, contract) in self.streams,
+                StreamKey(OPTION, MARKET_VALUE, contract) in self.streams,
             )
-        quote_key, value_key = keys
+        wants_quote, wants_value = wanted
         owed = self._quotes_owed.get(contract, 0) if self._quotes_owed else 0
         if owed:
             if owed > 1:
@@ -431,10 +466,10 @@ class ThetaTerminal:
             else:
                 del self._quotes_owed[contract]
             out.append(self._quote_message(quote))
-        elif quote_key in self.streams:
+        elif wants_quote:
             out.append(self._quote_message(quote))
-        if value_key in self.streams:
-            date, ms = eastern_date_and_ms(quote.ts_ns)
+        if wants_value:
+            date, ms = self._date_and_ms(quote.ts_ns)
             bid, ask, price = invented.market_value(quote.bid, quote.ask)
             message = wire.MarketValueMessage(
                 wire.TypeFirstHeader(MARKET_VALUE, self.upstream),
@@ -444,7 +479,7 @@ class ThetaTerminal:
             out.append(Send(wire.encode(message), (quote,)))
 
     def _quote_message(self, quote: OptionQuote) -> Send:
-        date, ms = eastern_date_and_ms(quote.ts_ns)
+        date, ms = self._date_and_ms(quote.ts_ns)
         body = wire.QuoteBody(
             ms,
             quote.bid_size,
@@ -466,7 +501,7 @@ class ThetaTerminal:
 
     def _option_trade(self, trade: OptionTrade, bulk: bool, out: list[Action]) -> None:
         contract = trade.contract
-        date, ms = eastern_date_and_ms(trade.ts_ns)
+        date, ms = self._date_and_ms(trade.ts_ns)
         ohlc = self._option_ohlc.get(contract)
         if ohlc is None:
             ohlc = self._option_ohlc[contract] = _Ohlc(
@@ -515,7 +550,7 @@ class ThetaTerminal:
         if book is None:
             book = self._stocks[root] = _StockBook(self.market.settings.seed, root)
         quote, trade = book.draw(tick.price)
-        date, ms = eastern_date_and_ms(tick.ts_ns)
+        date, ms = self._date_and_ms(tick.ts_ns)
         contract = wire.root_contract(STOCK, root)
         if wants_quote:
             quote.ms_of_day, quote.date = ms, date
@@ -530,7 +565,7 @@ class ThetaTerminal:
 
     def _index(self, report: IndexPrice, out: list[Action]) -> None:
         root, price = report.root, report.price
-        date, ms = eastern_date_and_ms(report.ts_ns)
+        date, ms = self._date_and_ms(report.ts_ns)
         if ms == invented.INDEX_OPEN_MS or self._index_last_sent.get(root) == price:
             return
         wants_trade = StreamKey(INDEX, TRADE, root) in self.streams
