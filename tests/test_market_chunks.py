@@ -191,3 +191,90 @@ def test_a_burst_multiplies_the_rates_for_its_duration_whatever_the_slicing() ->
 
     before, during, after = count(0, 30), count(30, 60), count(60, 90)
     assert during > 4 * before and during > 4 * after
+
+
+def _many(n: int) -> list[OptionContract]:
+    """n distinct SPY contracts: four expirations, calls and puts, strikes from 300 up."""
+    expirations = ("250321", "250620", "250919", "251219")
+    return [
+        parse_occ(f"O:SPY{expirations[i % 4]}{'CP'[(i // 4) % 2]}{(300 + i // 8) * 1000:08d}")
+        for i in range(n)
+    ]
+
+
+def _watch_one_by_one(n: int) -> MarketSim:
+    """As `serve --rate` sees subscriptions arrive: each watch at its own instant (a rate change
+    for every contract), 50 per message, the market advancing between messages."""
+    sim = MarketSim(MarketSettings(seed=2, start=START, total_rate=20.0 * n))
+    t = 0.0
+    for i, contract in enumerate(_many(n)):
+        if i % 50 == 0:
+            t += 0.01
+            sim.advance(t)
+        assert sim.watch(contract, at=t + (i % 50) * 1e-6)
+    sim.advance(t + 1.0)
+    sim.advance(t + 2.0)
+    return sim
+
+
+def test_watching_contracts_one_by_one_costs_linear_work() -> None:
+    """Every watch with `total_rate` changes every contract's rate; a contract must not step
+    through every change (2,000 contracts x 2,000 changes) but only the ones that precede its
+    own events."""
+    small, large = _watch_one_by_one(500), _watch_one_by_one(2_000)
+    for sim in (small, large):
+        work = sim.work
+        assert work.rate_change_steps <= 2 * work.events + work.runs
+        assert len(sim._rate_changes) == 1  # all in the past: only the one in force is kept
+    # 4x the contracts (and 4x the events): about 4x the steps, where stepping every contract
+    # through every change would be 16x (and 4,000,000 steps)
+    per_event = [s.work.rate_change_steps / s.work.events for s in (small, large)]
+    assert per_event[1] < 2 * per_event[0]
+    assert large.work.rate_change_steps < 200_000
+
+
+def test_rate_changes_at_one_instant_are_one_change() -> None:
+    sim = MarketSim(MarketSettings(seed=2, start=START, total_rate=100.0))
+    for contract in _many(300):
+        sim.watch(contract, at=1.0)
+    assert len(sim._rate_changes) == 1
+
+
+def test_a_chunk_is_a_few_milliseconds_of_work() -> None:
+    """On the real clock the market actor advances 0.05 s at a time; no advance may have to
+    make more than `_CHUNK_MAX_EVENTS` beyond the events it returns."""
+    sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=5_000.0))
+    for contract in _many(1_000):
+        sim.watch(contract)
+    made = 0
+    for i in range(1, 61):
+        out = sim.advance(i * 0.05)
+        assert sim.work.events - made <= market._CHUNK_MAX_EVENTS + len(out)
+        made = sim.work.events
+    assert made >= 5_000 * 3 * 0.7
+
+
+@pytest.mark.parametrize("always_open", [True, False])
+def test_next_time_does_not_depend_on_the_chunks(always_open: bool) -> None:
+    """The market actor sleeps until `next_time`: its wake-ups (and so the batches it sends)
+    must be the same whatever the chunk boundaries, across a close too."""
+    friday_close = dt.datetime(2025, 3, 14, 15, 59, 50, tzinfo=EASTERN)
+
+    def wakes() -> list[tuple[float, int]]:
+        sim = MarketSim(MarketSettings(seed=9, start=friday_close, always_open=always_open))
+        sim.watch(SPY[1])
+        sim.watch_underlying("SPX")
+        out = []
+        for _ in range(40):
+            t = sim.next_time()
+            assert t is not None
+            batch = sim.advance(t)
+            assert batch and 0 <= sim.clock.unix_ns(t) - batch[0].ts_ns <= 1
+            out.append((t, len(batch)))
+        return out
+
+    with chunks(0.02):
+        narrow = wakes()
+    with chunks(5_000.0):
+        wide = wakes()
+    assert narrow == wide

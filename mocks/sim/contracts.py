@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mocks.sim.rng import derive_rng
 
@@ -31,6 +31,22 @@ class OptionContract:
     expiration: dt.date
     strike_milli: int
     right: str  # "C" or "P"
+    # Computed once: contracts are dictionary keys on every event's way to its subscribers
+    # (`mocks.hub.Hub.route`), and hashing a date each time cost as much as the rest of routing.
+    # The same value the generated `__hash__` gives; not part of equality, order or repr.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash((self.root, self.expiration, self.strike_milli, self.right))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[OptionContract], tuple[str, dt.date, int, str]]:
+        # Rebuilt through __init__: a string's hash differs from process to process.
+        return (type(self), (self.root, self.expiration, self.strike_milli, self.right))
 
     @property
     def strike(self) -> float:

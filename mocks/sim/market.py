@@ -31,12 +31,13 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from operator import itemgetter
+from heapq import heappop, heappush
+from operator import attrgetter, itemgetter
 
 from mocks.sim.clock import (
     EASTERN,
@@ -57,11 +58,15 @@ from mocks.sim.rng import derive_rng, derive_seed
 _NS = 1_000_000_000
 
 # Chunk sizing: enough market time that each contract makes a few dozen events per chunk (the
-# per-contract cost of a chunk is then small), bounded in time and in memory.
+# per-run setup is then small), but no more events than take a few milliseconds to make: on the
+# real clock a chunk is made in one go, between two of the market actor's 0.05 s wake-ups, and
+# everything waits for it. Bounded in market time too.
 _CHUNK_EVENTS_PER_INSTRUMENT = 32
-_CHUNK_MAX_EVENTS = 50_000
-_CHUNK_MIN_NS = 1 * _NS
+_CHUNK_MAX_EVENTS = 2_000
+_CHUNK_MIN_NS = _NS // 1000
 _CHUNK_MAX_NS = 60 * _NS
+# How far `next_time` works ahead looking for the next event before it settles for a lower bound.
+_LOOKAHEAD_NS = 7 * 86_400 * _NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,17 @@ class MarketSettings:
     index_step: float = 1.0  # seconds between index price reports ("about once a second")
 
 
+@dataclass(slots=True)
+class MarketWork:
+    """What the market has done so far, counted in steps rather than seconds (for tests and
+    benchmarks: how the work grows with the number of contracts, whatever the machine)."""
+
+    chunks: int = 0
+    runs: int = 0  # contract generations, one per contract with something due in a chunk
+    events: int = 0  # events made in fresh chunks (not counting redone ones)
+    rate_change_steps: int = 0  # rate changes applied to a contract while generating it
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """The inputs and result of the last valuation of a contract (Amberdata's snapshot fields)."""
@@ -87,8 +103,8 @@ class Mark:
     value: float  # theoretical premium in the quote unit (USD, or fraction of F for crypto)
 
 
-_by_time = itemgetter(0)
 _ts_ns = itemgetter(0)  # every event's first field
+_key_order = attrgetter("key_order")
 
 
 def _sorted_by(items: list[Event], keys: list[float]) -> list[Event]:
@@ -152,10 +168,10 @@ class MarketSim:
         self.clock = MarketClock(self.settings.start)
         self.hours = MarketHours(always_open=self.settings.always_open)
         self.now = 0.0
+        self.work = MarketWork()
         self._start_ns = self.clock.start_ns
         self._sessions = _Sessions(self._start_ns, self.settings.start)
         self._contracts: dict[OptionContract, ContractProcess] = {}
-        self._ordered: list[ContractProcess] = []  # by key_order: a fixed tie-break order
         self._paths: dict[str, UnderlyingPath] = {}
         self._watched_paths: list[UnderlyingPath] = []
         self._spreads = spread_table(
@@ -163,10 +179,20 @@ class MarketSim:
         )
         # Inter-arrival times are multiplied by the rate scale: 1/activity, or what makes the
         # watched contracts add up to `total_rate` events per second. With `total_rate`, each
-        # watch changes it from the watch's time on: (time, scale), in time order.
+        # watch changes it from the watch's time on; bursts change it for a while. The changes
+        # in time order, one per instant (the last one made at an instant is the one in force),
+        # and their times; `_rollback_at`: the earliest change since the chunk was last rebuilt.
         self._natural_rate = 0.0
         self._rate_scale = 1.0 / max(self.settings.activity, 1e-9)
         self._rate_changes: list[tuple[int, float]] = []
+        self._change_times: list[int] = []
+        self._rollback_at: int | None = None
+        # Contracts with nothing in the current chunk wait in `_queue` by the time before which
+        # they have nothing to say (a lower bound of their next event), so a chunk costs what is
+        # due in it, not one step per watched contract. `_ran`: the chunk's contracts, by key
+        # order; they go back into the queue when the next chunk starts.
+        self._queue: list[tuple[float, int, int, ContractProcess]] = []
+        self._ran: list[ContractProcess] = []
         # What every instrument made in the current chunk, instrument after instrument (each
         # one's events are a contiguous range), with float times (ns since the start).
         self._chunk_no = 0
@@ -179,7 +205,7 @@ class MarketSim:
         self._pos = 0
         self._frontier = 0
         self._consumed = -1
-        self._dirty = False  # a watch inside the chunk: generate the newcomers and re-merge
+        self._dirty = False  # a watch or a rate change inside the chunk: redo it and re-merge
 
     # -- what the feeds ask for -------------------------------------------------------------------
 
@@ -214,6 +240,7 @@ class MarketSim:
             self._spreads,
         )
         state.sequence = rng.randrange(1_000_000, 900_000_000)
+        state.serial = len(self._contracts)
         state.gen = rel
         state.revalue(float(rel), path.price_at(start))
         self._set_rates(state, rel)
@@ -224,10 +251,11 @@ class MarketSim:
         state.tt = opened + rng.expovariate(1.0) * state.inv_t
         state.snapshot()
         self._contracts[contract] = state
-        self._ordered.append(state)
-        self._ordered.sort(key=lambda s: s.key_order)
-        if rel < self._frontier:
+        if rel < self._frontier:  # inside the generated chunk: generate it with the others
+            insort(self._ran, state, key=_key_order)
             self._dirty = True
+        else:
+            self._enqueue(state)
         return True
 
     def burst(self, factor: float, duration: float, at: float | None = None) -> None:
@@ -238,12 +266,8 @@ class MarketSim:
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
         base = self._rate_scale
-        self._rate_changes += [(rel, base / factor), (round((start + duration) * _NS), base)]
-        self._rate_changes.sort(key=_by_time)
-        for state in self._ordered:
-            if state.gen > rel:
-                state.restore()
-                self._dirty = True
+        self._change_rate(rel, base / factor)
+        self._change_rate(round((start + duration) * _NS), base)
 
     def watch_underlying(self, root: str, at: float | None = None) -> None:
         """Publish an underlying's moves (indices: price reports about once a second)."""
@@ -266,14 +290,17 @@ class MarketSim:
         state = self._contracts.get(contract)
         if state is None:
             return None
-        if state.chunk == self._chunk_no:
-            events = self._chunk_events
-            i = bisect_left(self._chunk_times, self._consumed + 1.0, state.lo, state.hi)
-            for j in range(i - 1, state.lo - 1, -1):
-                event = events[j]
-                if type(event) is OptionQuote:
-                    return event
-        return state.prev_quote
+        # (A rate change pending since `now` changes nothing up to `now`: what was made stands.)
+        if state.chunk != self._chunk_no:  # everything it made is in the past
+            return state.standing
+        events = self._chunk_events
+        i = bisect_left(self._chunk_times, self._consumed + 1.0, state.lo, state.hi)
+        for j in range(i - 1, state.lo - 1, -1):
+            event = events[j]
+            if type(event) is OptionQuote:
+                return event
+        assert state.saved is not None
+        return state.saved[11]  # the quote standing when the chunk began
 
     def mark(self, contract: OptionContract) -> Mark | None:
         """The contract's last valuation at or before `now`."""
@@ -293,17 +320,38 @@ class MarketSim:
         return self._start_ns + round(self.now * _NS)
 
     def next_time(self) -> float | None:
-        """When the next event is due (None: nothing watched)."""
-        if not self._ordered and not self._watched_paths:
+        """When the next event is due (None: nothing watched).
+
+        Exact, whatever the chunk boundaries: when the chunk is used up, the market works ahead
+        until it has an event (the market actor sleeps until then, so a time that depended on
+        where a chunk happened to end would move its wake-ups and the batches it sends). Only
+        when nothing at all happens for `_LOOKAHEAD_NS` does it answer with a lower bound."""
+        if not self._contracts and not self._watched_paths:
             return None
         if self._dirty:
             self._rebuild()
-        if self._pos < len(self._merged):
-            return self._time_of(self._merged[self._pos]) / _NS
-        # Nothing left in the chunk: every process's next event lies beyond its frontier.
-        times = [min(s.tq, s.tt) / _NS for s in self._ordered]
-        times += [(p.reported_k + 1) * p.step for p in self._watched_paths]
-        return min(times)
+        horizon = self._frontier + _LOOKAHEAD_NS
+        while self._pos == len(self._merged):
+            bound = self._lower_bound()
+            if bound >= horizon:
+                return bound / _NS
+            # The next chunk reaches at least the earliest instrument that may have something.
+            self._next_chunk(max(self._frontier, math.floor(bound)))
+        return self._time_of(self._merged[self._pos]) / _NS
+
+    def _lower_bound(self) -> float:
+        """No instrument has an event before this time (ns since the start), beyond the chunk."""
+        bound = math.inf
+        for path in self._watched_paths:
+            rel = round((path.reported_k + 1) * path.step * _NS)
+            if not self._is_open(path.kind, rel / _NS):  # no report before the next open
+                rel = max(rel, self._sessions.after(rel)[0])
+            bound = min(bound, rel)
+        if self._queue:
+            bound = min(bound, self._queue[0][0])
+        for state in self._ran:
+            bound = min(bound, state.tq, state.tt)
+        return bound
 
     # -- the simulation ---------------------------------------------------------------------------
 
@@ -345,56 +393,62 @@ class MarketSim:
             i += 1
         return times[i]
 
+    def _enqueue(self, state: ContractProcess) -> None:
+        heappush(self._queue, (min(state.tq, state.tt), state.key_order, state.serial, state))
+
     def _next_chunk(self, until_rel: int) -> None:
-        """Generate every instrument from the frontier to the next one and merge the events."""
+        """Generate every instrument from the frontier to the next one and merge the events.
+
+        Only the contracts with something due before the chunk's end are run; the others keep
+        their place in the queue (their generator state stays where it was: nothing happens
+        to it in between but rate changes, which `_generate` catches up on)."""
         start = self._frontier
         end = max(start + self._chunk_ns(), until_rel + 1)
         end_f = float(end)
-        self._rate_changes = [c for c in self._rate_changes if c[0] >= start]
-        direct = not self._rate_changes  # no rate switch inside this chunk
-        snapshots = True  # a rate change (total_rate, a burst) may roll a contract back
-        previous, last_chunk = self._chunk_events, self._chunk_no
+        self._forget_rate_changes(start)
+        last_change = self._change_times[-1] if self._change_times else -1
+        previous = self._chunk_events
         self._chunk_no += 1
+        no = self._chunk_no
         events: list[Event] = []
         times: list[float] = []
         self._chunk_events, self._chunk_times = events, times
         self._merged = []
+        queue = self._queue
+        for state in self._ran:
+            self._enqueue(state)
+        due: list[ContractProcess] = []
+        while queue and queue[0][0] < end_f:
+            due.append(heappop(queue)[3])
+        due.sort(key=_key_order)
+        self._ran = due
+        self.work.chunks += 1
+        self.work.runs += len(due)
         with _gc_paused():
             for path in self._watched_paths:
                 self._fill(path, end)
-            for state in self._ordered:
-                if state.chunk == last_chunk and state.hi > state.lo:
-                    self._carry_over(state, previous)
-                if snapshots:
-                    state.snapshot()
-                if state.tq >= end_f and state.tt >= end_f and state.always_open and direct:
-                    state.gen = max(state.gen, end)  # nothing due in this chunk (quiet)
-                elif direct and state.always_open:
-                    state.chunk, state.lo = self._chunk_no, len(events)
+            for state in due:
+                if len(state.marks) > 16:
+                    keep = bisect_left(state.mark_times, float(start)) - 1
+                    if keep > 0:
+                        del state.marks[:keep], state.mark_times[:keep]
+                state.snapshot()  # a rate change inside the chunk rolls it back to here
+                state.chunk, state.lo = no, len(events)
+                if last_change >= state.gen:
+                    self._generate(state, end)
+                elif state.always_open:
                     state.run(end, events, times)
-                    state.hi = len(events)
                 else:
-                    self._fill(state, end)
+                    self._run_sessions(state, end)
+                state.hi = len(events)
             self._frontier = end
-            self._merge(-1)
+            self._merge(None)
             # Drop the previous chunk's events while the collector is paused: their frees
             # balance the new chunk's allocations, so it does not wake up to trace the new ones.
             del previous
+        self.work.events += len(events)
         for path in self._paths.values():
             path.forget_before(start / _NS)
-
-    def _carry_over(self, state: ContractProcess, events: list[Event]) -> None:
-        """At a new chunk: what the API needs from the previous one (the last quote), and the
-        valuations from the last one before the chunk on."""
-        for i in range(state.hi - 1, state.lo - 1, -1):
-            event = events[i]
-            if type(event) is OptionQuote:
-                state.prev_quote = event
-                break
-        if len(state.marks) > 16:
-            keep = bisect_left(state.mark_times, float(self._frontier)) - 1
-            if keep > 0:
-                del state.marks[:keep], state.mark_times[:keep]
 
     def _fill(self, source: UnderlyingPath | ContractProcess, end: int) -> None:
         """Generate one instrument up to `end` into the chunk's lists (one contiguous range)."""
@@ -406,35 +460,46 @@ class MarketSim:
         source.hi = len(self._chunk_events)
 
     def _rebuild(self) -> None:
-        """After watches inside the chunk: bring everything up to the frontier and re-merge."""
+        """After watches or rate changes inside the chunk: roll back the chunk's contracts that
+        went past the earliest change, bring everything up to the frontier and re-merge."""
         self._dirty = False
         end = self._frontier
         with _gc_paused():
+            for state in self._ran:
+                self._roll_back(state)
+            self._rollback_at = None
             for path in self._watched_paths:
                 if round((path.reported_k + 1) * path.step * _NS) < end:
                     self._fill(path, end)
-            for state in self._ordered:
+            for state in self._ran:
                 if state.gen < end:
                     self._fill(state, end)
             self._merge(self._consumed)
 
-    def _merge(self, after: int) -> None:
-        """The chunk's events after time `after`, merged in time order; ties keep instrument order
-        (underlyings by root, then contracts by key order), which does not depend on when the
-        instruments were watched or generated.
+    def _roll_back(self, state: ContractProcess) -> None:
+        """Back to the chunk's start if the contract was generated past a rate change made since
+        (the same as restoring every such contract when the change is made, done when needed)."""
+        if (
+            self._rollback_at is not None
+            and state.gen > self._rollback_at
+            and state.chunk == self._chunk_no
+        ):
+            state.restore()
+
+    def _merge(self, after: int | None) -> None:
+        """The chunk's events after time `after` (None: all, a fresh chunk), merged in time
+        order; ties keep instrument order (underlyings by root, then contracts by key order),
+        which does not depend on when the instruments were watched or generated.
 
         The sort is a stable one on the events' float times (ns since the start): comparing
         floats is far cheaper than comparing the events' int `ts_ns`."""
         events, times = self._chunk_events, self._chunk_times
-        if after >= 0:  # not a fresh chunk: only what is left of each instrument's range
+        if after is not None:  # redone: only what is left of each instrument's range
             bound = after + 1.0  # an event at float time t has ts_ns start + int(t)
             no = self._chunk_no
             left: list[Event] = []
             left_times: list[float] = []
-            sources: list[UnderlyingPath | ContractProcess] = [
-                *self._watched_paths,
-                *self._ordered,
-            ]
+            sources: list[UnderlyingPath | ContractProcess] = [*self._watched_paths, *self._ran]
             for source in sources:
                 if source.chunk == no:
                     lo = bisect_left(times, bound, source.lo, source.hi)
@@ -445,8 +510,9 @@ class MarketSim:
         self._pos = 0
 
     def _chunk_ns(self) -> int:
-        """A chunk long enough that each instrument makes a few dozen events in it."""
-        count = len(self._ordered) + len(self._watched_paths)
+        """A chunk long enough that each instrument makes a few dozen events in it, short enough
+        to cost a few milliseconds (`_CHUNK_MAX_EVENTS`)."""
+        count = len(self._contracts) + len(self._watched_paths)
         rate = (
             self.settings.total_rate
             if self.settings.total_rate
@@ -458,15 +524,55 @@ class MarketSim:
         seconds = min(_CHUNK_EVENTS_PER_INSTRUMENT * count, _CHUNK_MAX_EVENTS) / rate
         return max(_CHUNK_MIN_NS, min(_CHUNK_MAX_NS, round(seconds * _NS)))
 
+    # -- rate changes -----------------------------------------------------------------------------
+
+    def _change_rate(self, rel: int, scale: float) -> None:
+        """Every contract's rate scale is `scale` from `rel` on. Contracts generated past `rel`
+        redo the chunk (`_rebuild`).
+
+        What `advance` has returned stands: a change made now takes effect after it (events in
+        `now`'s own nanosecond are out already), so that whether a chunk happens to begin right
+        after `now` cannot decide whether a contract sees the change."""
+        rel = max(rel, self._consumed + 1)
+        times = self._change_times
+        i = bisect_right(times, rel)
+        if i and times[i - 1] == rel:  # one change per instant: the last one made wins
+            self._rate_changes[i - 1] = (rel, scale)
+        else:
+            times.insert(i, rel)
+            self._rate_changes.insert(i, (rel, scale))
+        if rel < self._frontier:
+            if self._rollback_at is None or rel < self._rollback_at:
+                self._rollback_at = rel
+            self._dirty = True
+
+    def _forget_rate_changes(self, start: int) -> None:
+        """Drop the changes before `start` but the last one: a contract that has not been run
+        since before it has had no event since, so of all those changes only the last one
+        matters to it."""
+        drop = bisect_left(self._change_times, start) - 1
+        if drop > 0:
+            del self._rate_changes[:drop], self._change_times[:drop]
+
     def _generate(self, state: ContractProcess, end: int) -> None:
-        """Run a contract up to `end`, switching its rates at each rate change."""
-        for at, scale in self._rate_changes:
-            if at < state.gen:
-                continue  # already in effect
-            if at >= end:
-                break
+        """Run a contract up to `end`, switching its rates at each rate change.
+
+        A change only matters from the contract's next event on, so of the changes before its
+        next event only the last is applied: a contract visits about as many changes as it has
+        events, however many contracts were watched (each one a change with `total_rate`)."""
+        times, changes = self._change_times, self._rate_changes
+        i = bisect_left(times, state.gen)
+        stop = bisect_left(times, end, i)
+        work = self.work
+        while i < stop:
+            skip = bisect_right(times, min(state.tq, state.tt), i, stop) - 1
+            if skip > i:
+                i = skip
+            at, scale = changes[i]
             self._run_sessions(state, at)
             state.set_scale(scale)
+            i += 1
+            work.rate_change_steps += 1
         self._run_sessions(state, end)
 
     def _run_sessions(self, state: ContractProcess, end: int) -> None:
@@ -538,8 +644,7 @@ class MarketSim:
     def _set_rates(self, state: ContractProcess, rel: int) -> None:
         """Quote and trade intensity: near-the-money contracts are far busier than the wings.
 
-        With `total_rate`, the new contract changes every contract's rate scale from `rel` on:
-        contracts already generated past it go back to the chunk's start to redo it."""
+        With `total_rate`, the new contract changes every contract's rate scale from `rel` on."""
         price, vol, years, _ = state.valuation
         sd = max(vol * math.sqrt(max(years, 1.0 / 365)), 1e-3)
         x = math.log(state.contract.strike / price) / sd
@@ -549,12 +654,7 @@ class MarketSim:
         if not self.settings.total_rate:
             return
         self._rate_scale = self._natural_rate / self.settings.total_rate
-        self._rate_changes.append((rel, self._rate_scale))
-        self._rate_changes.sort(key=_by_time)
-        for other in self._ordered:
-            if other.gen > rel:
-                other.restore()
-                self._dirty = True
+        self._change_rate(rel, self._rate_scale)
 
 
 def expiry_instant_ns(contract: OptionContract) -> int:

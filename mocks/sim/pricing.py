@@ -93,20 +93,57 @@ def black76_greeks(forward: float, strike: float, t: float, sigma: float, is_cal
     return Greeks(delta, gamma, vega, theta, rho)
 
 
+IV_LOW, IV_HIGH = 1e-4, 5.0  # the implied volatilities `implied_vol` answers within
+_IV_TOLERANCE = 1e-13  # relative: as close as the float arithmetic of black76 resolves anyway
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
 def implied_vol(price: float, forward: float, strike: float, t: float, is_call: bool) -> float:
-    """Black-76 implied volatility by bisection (robust at the wings, fast enough for snapshots).
-    Returns 0.0 for a price at or below intrinsic value."""
+    """Black-76 implied volatility, clamped to [IV_LOW, IV_HIGH]. Returns 0.0 for a price at or
+    below intrinsic value.
+
+    Newton's method, started where it converges fast and surely: the Brenner-Subrahmanyam
+    at-the-money estimate, or the inflection point of the price in sigma when that is larger
+    (Manaster-Koehler: from there Newton's iterates move monotonically to the root). Each step
+    also narrows a bracket, and a step that would leave the bracket bisects instead, so it
+    cannot diverge at the wings. About five valuations where bisection took sixty (Amberdata
+    snapshots value the bid and the ask of every contract)."""
     intrinsic = max(0.0, forward - strike) if is_call else max(0.0, strike - forward)
     if price <= intrinsic + 1e-12:
         return 0.0
-    lo, hi = 1e-4, 5.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if black76(forward, strike, t, mid, is_call) < price:
-            lo = mid
+    t = max(t, MIN_T)
+    lo, hi = IV_LOW, IV_HIGH
+    if price >= black76(forward, strike, t, hi, is_call):
+        return hi
+    if price <= black76(forward, strike, t, lo, is_call):
+        return lo
+    sqrt_t = math.sqrt(t)
+    log_moneyness = math.log(forward / strike)
+    sigma = max(_SQRT_2PI * price / (forward * sqrt_t), math.sqrt(2.0 * abs(log_moneyness) / t))
+    if not lo < sigma < hi:
+        sigma = 0.5 * (lo + hi)
+    for _ in range(100):
+        sd = sigma * sqrt_t
+        d1 = log_moneyness / sd + 0.5 * sd
+        d2 = d1 - sd
+        if is_call:
+            value = forward * norm_cdf(d1) - strike * norm_cdf(d2)
         else:
-            hi = mid
-    return 0.5 * (lo + hi)
+            value = strike * norm_cdf(-d2) - forward * norm_cdf(-d1)
+        diff = value - price
+        if diff < 0.0:
+            lo = sigma
+        else:
+            hi = sigma
+        vega = forward * norm_pdf(d1) * sqrt_t
+        step = diff / vega if vega > 0.0 else math.inf
+        new = sigma - step
+        if not lo < new < hi:  # Newton would leave the bracket: bisect
+            new = 0.5 * (lo + hi)
+        if abs(new - sigma) <= _IV_TOLERANCE * sigma or hi - lo <= _IV_TOLERANCE * hi:
+            return new
+        sigma = new
+    return sigma
 
 
 def smile_vol(atm_vol: float, forward: float, strike: float, t: float) -> float:

@@ -196,7 +196,6 @@ class ContractProcess:
         "marks",
         "name",
         "path",
-        "prev_quote",
         "qblock",
         "qn",
         "quote_rate",
@@ -206,6 +205,7 @@ class ContractProcess:
         "saved",
         "seed",
         "sequence",
+        "serial",
         "spreads",
         "standing",
         "start_ns",
@@ -235,6 +235,7 @@ class ContractProcess:
         self.contract = contract
         self.name = f"contract:{contract.key}"
         self.key_order = key_order
+        self.serial = 0  # the market's count of contracts when it was watched (a tie-break)
         self.path = path
         self.kind = path.kind
         self.crypto = path.kind is Kind.CRYPTO
@@ -276,7 +277,6 @@ class ContractProcess:
         self.tblock: list[int] = []
         self.trades_made = 0
         self.standing: OptionQuote | None = None  # the last quote generated
-        self.prev_quote: OptionQuote | None = None  # the last quote before the current chunk
         self.chunk, self.lo, self.hi = -1, 0, 0  # its events in chunk `chunk`: lists[lo:hi]
         self.gen = 0  # events before this time (ns since the start) have been generated
         self.saved: _Saved | None = None
