@@ -13,12 +13,11 @@ The server's RSS (`VmRSS` of /proc/PID/status) and open file descriptors are sam
 seconds. After the warm-up (the first third of the run, at least 30 s), a least-squares line
 through the RSS samples gives the growth over the rest of the run; more than the noise threshold
 (`--threshold-mib`, default 16 MiB, or 10% of the warm RSS if larger: Python's allocator keeps
-arenas it has used, so RSS moves in steps) fails the soak. (A fifth proved too short: a
-10-minute run rose in one step of 18 MiB at minute four, when a burst of simultaneous
-connections set a new high-water mark, then stayed flat for six minutes — not a leak; the leaks
-this soak found grew 14 MiB and more every minute, and fail either way.) So do a server that died, one that
-stopped serving (a fresh client per vendor must get data at the end), or more open descriptors
-at the end than at the start (beyond a few).
+arenas it has used, so RSS moves in steps) fails the soak. (A third, not a fifth: a 10-minute
+run rose in one step of 18 MiB at minute four and then stayed flat for six minutes; the leaks
+this soak found grew 14 MiB and more every minute, and fail either way.) So do a server that
+died, one that stopped serving (a fresh client per vendor must get data at the end), or more
+open descriptors at the end than at the start (beyond a few).
 
     .venv/bin/python bench/soak.py [--minutes 10] [--vendors all] [--clients 50] [--seed 1]
 
