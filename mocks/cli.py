@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
+def whole_number(text: str) -> int:
+    """An argparse type: 0, 1, 2, ... (seeds, counts)."""
     try:
         value = int(text)
     except ValueError:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="port (one vendor only; 0 picks a free port); default: the vendor's",
     )
-    serve.add_argument("--seed", type=_positive_int, default=0)
+    serve.add_argument("--seed", type=whole_number, default=0)
     serve.add_argument(
         "--rate",
         type=_rate,
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="play scenario files against a client; exit 1 if any fails")
     run.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario .toml files")
-    run.add_argument("--seed", type=_positive_int, default=None, help="instead of each file's")
+    run.add_argument("--seed", type=whole_number, default=None, help="instead of each file's")
     run.add_argument(
         "--report", default=None, metavar="FILE", help="write the report(s): .json or .html"
     )
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos_parser.set_defaults(func=chaos.main)
 
     demo = sub.add_parser("demo", help="run the market for a virtual trading hour and summarise")
-    demo.add_argument("--seed", type=_positive_int, default=7)
+    demo.add_argument("--seed", type=whole_number, default=7)
     return parser
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 import trio.testing
 
+from mocks.cli import UsageError, whole_number
 from mocks.faults import KINDS, Fault, FaultError, parse_duration
 from mocks.sim.market import MarketSettings
 from mocks.vendors import VENDORS
@@ -557,22 +558,6 @@ def summary(result: SearchResult) -> str:
 # -- the command ---------------------------------------------------------------------------------
 
 
-def _usage_error(message: str) -> Exception:
-    from mocks.cli import UsageError
-
-    return UsageError(message)
-
-
-def _whole_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         return parse_duration(text, "duration")
@@ -590,13 +575,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="client factory to test (default: the vendor's built-in client); "
         "e.g. scenarios.naive:massive_forgets_subscriptions",
     )
-    parser.add_argument("--examples", type=_whole_number, default=100, help="default 100")
-    parser.add_argument("--seed", type=_whole_number, default=0, help="default 0")
+    parser.add_argument("--examples", type=whole_number, default=100, help="default 100")
+    parser.add_argument("--seed", type=whole_number, default=0, help="default 0")
     parser.add_argument(
         "--duration", type=_seconds, default=180.0, help='virtual time per example (default "3m")'
     )
     parser.add_argument(
-        "--max-faults", type=_whole_number, default=4, help="faults per schedule (default 4)"
+        "--max-faults", type=whole_number, default=4, help="faults per schedule (default 4)"
     )
     parser.add_argument(
         "--max-recovery",
@@ -628,28 +613,28 @@ def check_factory(text: str) -> None:
     """A one-line error for a --client that cannot be imported, before any example runs."""
     module_name, sep, function = text.partition(":")
     if not sep or not module_name or not function:
-        raise _usage_error(f"--client: expected module:function, got {text!r}")
+        raise UsageError(f"--client: expected module:function, got {text!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise _usage_error(f"--client: cannot import {module_name!r}: {exc}") from None
+        raise UsageError(f"--client: cannot import {module_name!r}: {exc}") from None
     if not callable(getattr(module, function, None)):
-        raise _usage_error(f"--client: {module_name} has no function {function!r}")
+        raise UsageError(f"--client: {module_name} has no function {function!r}")
 
 
 def settings_from(args: argparse.Namespace) -> SearchSettings:
     if args.examples < 1:
-        raise _usage_error("--examples: at least 1")
+        raise UsageError("--examples: at least 1")
     if args.max_faults < 1:
-        raise _usage_error("--max-faults: at least 1")
+        raise UsageError("--max-faults: at least 1")
     if args.duration < 10:
-        raise _usage_error("--duration: at least 10s, so that a fault and a recovery fit")
+        raise UsageError("--duration: at least 10s, so that a fault and a recovery fit")
     out = Path(args.out)
     if not out.parent.is_dir():
-        raise _usage_error(f"--out: no directory {str(out.parent)!r}")
+        raise UsageError(f"--out: no directory {str(out.parent)!r}")
     for kind in args.skip:
         if kind not in KINDS:
-            raise _usage_error(f"--skip: unknown fault kind {kind!r}; one of {', '.join(KINDS)}")
+            raise UsageError(f"--skip: unknown fault kind {kind!r}; one of {', '.join(KINDS)}")
     if args.client is not None:
         check_factory(args.client)
     settings = SearchSettings(
@@ -664,11 +649,11 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         skip=tuple(args.skip),
     )
     if not kinds_for(settings.vendor, settings.skip):
-        raise _usage_error("--skip: no fault kind is left to search")
+        raise UsageError("--skip: no fault kind is left to search")
     try:  # the scenario every example builds on must be one `feedlab run` accepts
         parse_scenario(scenario_to_toml(build_scenario(settings, ())), "--subscribe")
     except ScenarioError as exc:
-        raise _usage_error(str(exc)) from None
+        raise UsageError(str(exc)) from None
     return settings
 
 
