@@ -242,14 +242,14 @@ def test_rate_changes_at_one_instant_are_one_change() -> None:
 
 def test_a_chunk_is_a_few_milliseconds_of_work() -> None:
     """On the real clock the market actor advances 0.05 s at a time; no advance may have to
-    make more than `_CHUNK_MAX_EVENTS` beyond the events it returns."""
+    make more than its chunk budget's events beyond the events it returns."""
     sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=5_000.0))
     for contract in _many(1_000):
         sim.watch(contract)
     made = 0
     for i in range(1, 61):
         out = sim.advance(i * 0.05)
-        assert sim.work.events - made <= market._CHUNK_MAX_EVENTS + len(out)
+        assert sim.work.events - made <= market.CHUNK_BUDGET + len(out)
         made = sim.work.events
     assert made >= 5_000 * 3 * 0.7
 

@@ -17,7 +17,7 @@ from mocks.actor import Actor
 from mocks.sim.clock import MarketClock
 from mocks.sim.contracts import OptionContract
 from mocks.sim.events import Event
-from mocks.sim.market import MarketSettings, MarketSim
+from mocks.sim.market import CHUNK_BUDGET, CHUNK_BUDGET_MAX_RATE, MarketSettings, MarketSim
 
 Batch = list[Event]
 
@@ -33,7 +33,9 @@ class Market(Actor[None]):
         max_rate: bool = False,
     ) -> None:
         super().__init__("market", mailbox_size=1)
-        self.sim = MarketSim(settings)
+        self.sim = MarketSim(
+            settings, chunk_budget=CHUNK_BUDGET_MAX_RATE if max_rate else CHUNK_BUDGET
+        )
         self.resolution = resolution
         self.max_rate = max_rate
         self.epoch: float | None = None
