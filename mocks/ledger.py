@@ -10,7 +10,7 @@ purpose. The scenario report compares this with what the client delivered. With
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mocks.sim.events import Event
@@ -58,7 +58,7 @@ class Ledger:
             for fate, count in old.counts.items():
                 self._forgotten[fate] += count
 
-    def note(self, number: int, fate: str, events: Iterable[Event]) -> None:
+    def note(self, number: int, fate: str, events: Sequence[Event]) -> None:
         record = self.connections.get(number)
         if record is None:
             return
@@ -68,7 +68,7 @@ class Ledger:
             bucket.extend(events)
             record.counts[fate] += len(bucket) - before
         else:
-            record.counts[fate] += sum(1 for _ in events)
+            record.counts[fate] += len(events)
 
     def total(self, fate: str) -> int:
         return self._forgotten[fate] + sum(r.counts[fate] for r in self.connections.values())
