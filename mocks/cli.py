@@ -267,6 +267,9 @@ def _watch(args: argparse.Namespace) -> int:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise UsageError(f"--url must be a ws:// or wss:// URL, not {url!r}")
+    key_env = getattr(module, "API_KEY_ENV", None)  # Theta's terminal needs none
+    if key_env and args.api_key is None and not os.environ.get(key_env):
+        raise UsageError(f"no {args.vendor} API key: pass --api-key or set {key_env}")
     try:
         trio.run(
             lambda: module.watch(

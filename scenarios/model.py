@@ -438,13 +438,17 @@ def subscription_problem(vendor: str, text: str) -> str | None:
         if vendor == "massive":
             channel, _, ticker = text.partition(".")
             if channel not in _MASSIVE_CHANNELS or not ticker:
-                return f"expected CHANNEL.TICKER with CHANNEL in {', '.join(_MASSIVE_CHANNELS)}"
+                return (
+                    f"{text!r} is not CHANNEL.TICKER with CHANNEL in {', '.join(_MASSIVE_CHANNELS)}"
+                )
             if ticker != "*":
                 parse(ticker)
         elif vendor == "theta":
             parts = text.split(":")
             if len(parts) < 3 or parts[0] not in _THETA_SECURITIES:
-                return "expected option:quote:ROOT:YYYYMMDD:STRIKE:RIGHT or index:price:ROOT"
+                return (
+                    f"{text!r} is not option:quote:ROOT:YYYYMMDD:STRIKE:RIGHT or index:price:ROOT"
+                )
             if parts[0] == "option" and parts[2:] != ["*"]:
                 parse(text)
         else:
@@ -452,7 +456,7 @@ def subscription_problem(vendor: str, text: str) -> str | None:
             rest = text[len(prefix) :] if text.startswith(prefix) else ""
             stream = next((s for s in _AMBERDATA_STREAMS if rest.startswith(s + ":")), None)
             if stream is None:
-                return f"expected {prefix}STREAM:INSTRUMENT[@EXCHANGE]"
+                return f"{text!r} is not {prefix}STREAM:INSTRUMENT[@EXCHANGE]"
             parse(text)
     except (SymbolError, ValueError) as exc:
         return str(exc)

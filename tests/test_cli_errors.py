@@ -146,6 +146,7 @@ CASES = [
     ("chaos --vendor massive --out c.toml --client no.such:f", "--client: cannot import"),
     ("chaos --vendor massive --out c.toml --skip nope", "--skip: unknown fault kind 'nope'"),
     ("chaos --vendor massive --out c.toml --subscribe garbage", "--subscribe: "),
+    ("chaos --vendor massive --out c.toml --subscribe garbage", "'garbage' is not CHANNEL.TICKER"),
     # watch (subscriptions and URLs are checked before anything connects)
     ("watch nasdaq Q.x", "invalid choice: 'nasdaq'"),
     ("watch massive", "required: SUBSCRIPTION"),
@@ -183,6 +184,30 @@ def test_bad_input_is_one_line_naming_the_problem_and_exit_2(
     for name, path in files.items():  # a file named by the needle is named by its whole path
         if needle.startswith(name):
             assert path + needle[len(name) :] in err, err
+
+
+@pytest.mark.parametrize(
+    ("vendor", "subscription"),
+    [
+        ("massive", "Q.O:SPY251219C00650000"),
+        ("amberdata", "market:options:order:snapshots:BTC-27JUN25-60000-C"),
+    ],
+)
+def test_watch_without_a_key_is_bad_input(
+    vendor: str,
+    subscription: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No key anywhere is the user's mistake (exit 2), found before anything connects (a key
+    the vendor refuses is the vendor's answer: exit 1)."""
+    monkeypatch.delenv(f"{vendor.upper()}_API_KEY", raising=False)
+    assert main(["watch", vendor, subscription, "--url", "ws://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"feedlab: error: no {vendor} API key: pass --api-key or set {vendor.upper()}_API_KEY\n"
+    )
 
 
 def test_a_truncated_gzip_recording_is_served_with_a_warning_not_refused(
