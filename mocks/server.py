@@ -492,7 +492,7 @@ class MockServer:
 
     async def _serve_stream(self, stream: trio.abc.Stream, remote: str) -> None:
         """Handshake, then the connection until it ends."""
-        link = Link(stream, derive_rng(self.seed, f"link:{remote}"))
+        link = Link(stream, functools.partial(derive_rng, self.seed, f"link:{remote}"))
         if self.refusing:
             await trio.aclose_forcefully(link)
             return

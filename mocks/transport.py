@@ -21,9 +21,14 @@ import trio.testing
 class Link(trio.abc.Stream):
     """A stream with switches. With every switch off it only counts bytes."""
 
-    def __init__(self, stream: trio.abc.Stream, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, rng: Callable[[], random.Random] | None = None
+    ) -> None:
         self._stream = stream
-        self._rng = rng or random.Random(0)
+        # Made when a jitter first needs it: a `Random` is 2.5 KB, a tenth of an idle
+        # connection, and most connections never see a fault.
+        self._make_rng = rng or (lambda: random.Random(0))
+        self._rng: random.Random | None = None
         self._flowing = trio.Event()
         self._flowing.set()
         self.latency = 0.0  # seconds added before each write
@@ -79,6 +84,8 @@ class Link(trio.abc.Stream):
         if not self._flowing.is_set():
             await self._flowing.wait()
         if self.latency or self.jitter:
+            if self._rng is None:
+                self._rng = self._make_rng()
             await trio.sleep(self.latency + self._rng.uniform(0.0, self.jitter))
         size, delay = self.slice_size, self.slice_delay  # a fault may end mid-write
         if size:
