@@ -19,9 +19,12 @@ from typing import Protocol
 from mocks.sim.events import Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
-    """Send one WebSocket message. `events` are the market events rendered into it (the ledger)."""
+    """Send one WebSocket message. `events` are the market events rendered into it (the ledger).
+
+    Not frozen, though nothing changes one once made: a frozen dataclass's `__init__` costs
+    three times as much, and Theta makes one per message."""
 
     data: str | bytes
     events: tuple[Event, ...] = ()
