@@ -241,13 +241,15 @@ class RecordingProxy:
         host: str,
         port: int,
         *,
+        listen_ssl: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen until cancelled; `task_status.started` gets the bound port."""
+        """Listen until cancelled (`wss://` with `listen_ssl`); `task_status.started` gets the
+        bound port."""
         self.now()
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
-                trio_websocket.serve_websocket, self._handle, host, port, None
+                trio_websocket.serve_websocket, self._handle, host, port, listen_ssl
             )
             task_status.started(server.port)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import re
 import signal
 import sys
@@ -105,6 +106,7 @@ def add_record_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also replace what this matches before writing (repeatable)",
     )
+    add_tls_options(record)
     record.set_defaults(func=run_record)
     return record
 
@@ -235,28 +237,35 @@ def run_record(args: argparse.Namespace) -> int:
         created=utc_now_iso(),
         redactions=redactor.describe(),
     )
-    writer = RecordingWriter(out, header)
-    proxy = RecordingProxy(args.vendor, upstream, writer, redactor)
 
-    async def main() -> None:
+    async def main(writer: RecordingWriter, proxy: RecordingProxy, tls: Tls | None) -> None:
+        listen_ssl = None if tls is None else tls.context
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)
-                bound = await nursery.start(proxy.serve, host, port)
-                print(f"{args.vendor} recording on {url(host, bound, spec.path)}", flush=True)
+                bound = await nursery.start(
+                    functools.partial(proxy.serve, host, port, listen_ssl=listen_ssl)
+                )
+                served = url(host, bound, spec.path, tls=tls is not None)
+                print(f"{args.vendor} recording on {served}", flush=True)
                 async for _ in signals:
                     break
                 nursery.cancel_scope.cancel()
         writer.end(proxy.now())
 
-    try:
-        trio.run(main)
-    except OSError as exc:
-        writer.close_file()
-        print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    finally:
-        writer.close_file()
+    with tls_from_args(args, host) as tls:  # bad TLS options fail before the file is made
+        writer = RecordingWriter(out, header)
+        proxy = RecordingProxy(args.vendor, upstream, writer, redactor)
+        if tls is not None:
+            print(tls.notice(), flush=True)
+        try:
+            trio.run(main, writer, proxy, tls)
+        except OSError as exc:
+            writer.close_file()
+            print(f"feedlab: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        finally:
+            writer.close_file()
     print(f"{out}: {writer.lines} lines, {proxy.connections} connections", file=sys.stderr)
     return 0
 

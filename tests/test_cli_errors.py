@@ -113,6 +113,7 @@ CASES = [
     ("record massive --upstream ws://x --out o.jsonl --listen nope", "--listen takes HOST:PORT"),
     ("record massive --upstream ws://x --out o.jsonl --redact (", "not a regular expression"),
     ("record massive --out o.jsonl", "required: --upstream"),
+    ("record massive --upstream ws://x --out o.jsonl --tls-key {cert.pem}", "go together"),
     # replay
     ("replay", "required: FILE"),
     ("replay {missing.jsonl}", "missing.jsonl: line 0: no such file"),

@@ -212,6 +212,25 @@ def test_replay_and_serve_record_take_tls_too(tmp_path: Path) -> None:
     assert '\\"ev\\":\\"T\\"' in out.read_text()  # trades recorded, as JSON in JSON
 
 
+def test_the_recording_proxy_listens_on_wss_too(tmp_path: Path) -> None:
+    """A client that insists on TLS can be recorded: it talks wss:// to the proxy, which
+    relays to the upstream as given (here a plain local mock)."""
+    out = tmp_path / "proxied.jsonl"
+    with feedlab("serve", "massive", "--port", "0", "--rate", "300") as upstream:
+        upstream.wait_for(1)
+        with feedlab(
+            "record", "massive", "--upstream", upstream.url("massive"),
+            "--listen", "127.0.0.1:0", "--out", str(out), "--tls",
+        ) as proxy:  # fmt: skip
+            lines = proxy.wait_for(2)
+            (served,) = [x.split()[-1] for x in lines if x.startswith("massive recording on ")]
+            assert served.startswith("wss://127.0.0.1:") and served.endswith("/options")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                connect(served, open_timeout=TIMEOUT)  # the system's CAs only
+            assert first_events(served, trusting(proxy.ca))
+    assert '\\"ev\\":\\"T\\"' in out.read_text()  # the trades went through and were recorded
+
+
 async def test_a_given_certificate_and_key_are_served(tmp_path: Path) -> None:
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
