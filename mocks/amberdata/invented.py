@@ -37,6 +37,26 @@ SLOW_CONSUMER_CLOSE_REASON = "slow consumer"
 ENTERPRISE_CONNECTIONS = 100
 ENTERPRISE_SUBSCRIPTIONS = 1000
 
+# The requests a client may send per connection (`mocks.ratelimit`); Amberdata documents none.
+# Every subscription is a request of its own, so the burst takes the enterprise default of 1,000
+# subscriptions at once plus as many unsubscriptions (a client rolling its instruments, or
+# resubscribing everything after a reconnect); 100 a second after that is far above what anyone
+# subscribing by hand or by schedule sends. Raise them with `enterprise_subscriptions`.
+REQUEST_RATE = 100.0  # requests per second, sustained
+REQUEST_BURST = 2_000
+REFUSALS_BEFORE_CLOSE = 1_000
+# A refused request gets the documented error shape with the HTTP code for the case, under its
+# own id (a batch: one such error per call in it; a notification: nothing, as JSON-RPC says);
+# after REFUSALS_BEFORE_CLOSE refusals in one flood, the error and then this close.
+TOO_MANY_REQUESTS_CODE = 429
+FLOOD_CLOSE_CODE = 1008
+FLOOD_CLOSE_REASON = "too many requests"
+
+
+def too_many_requests_description(rate: float, burst: int) -> str:
+    return f"too many requests: at most {rate:g} per second (bursts of {burst}); request dropped"
+
+
 # -- JSON-RPC where Amberdata documents nothing: JSON-RPC 2.0 standard errors ---------------------
 
 PARSE_ERROR = (-32700, "Parse error")

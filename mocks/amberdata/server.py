@@ -13,6 +13,7 @@ from mocks.amberdata import invented
 from mocks.amberdata.session import AmberdataSession, Refusal
 from mocks.amberdata.streams import Instrument
 from mocks.hub import Hub
+from mocks.ratelimit import RateLimit
 from mocks.session import ConnectionInfo
 from mocks.sim.contracts import OptionContract
 from mocks.sim.market import MarketSim
@@ -37,6 +38,11 @@ class AmberdataSettings:
     on_demand_subscriptions: int = 100
     enterprise_connections: int = invented.ENTERPRISE_CONNECTIONS  # `UAK...` and any other key
     enterprise_subscriptions: int = invented.ENTERPRISE_SUBSCRIPTIONS
+    # Client requests per connection (`mocks.ratelimit`): sustained rate, burst, and the refusals
+    # in one flood after which the connection is closed.
+    request_rate: float = invented.REQUEST_RATE
+    request_burst: int = invented.REQUEST_BURST
+    refusals_before_close: int = invented.REFUSALS_BEFORE_CLOSE
 
     def __post_init__(self) -> None:
         for name in ("snapshot_interval", "ticker_interval", "open_interest_interval"):
@@ -50,6 +56,11 @@ class AmberdataSettings:
         for f in fields(self):
             if f.name.endswith(("_connections", "_subscriptions")) and getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must not be negative")
+        _ = self.request_limit  # RateLimit checks its numbers
+
+    @property
+    def request_limit(self) -> RateLimit:
+        return RateLimit(self.request_rate, self.request_burst, self.refusals_before_close)
 
 
 @dataclass(slots=True)

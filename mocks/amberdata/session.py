@@ -19,6 +19,7 @@ import msgspec
 
 from mocks.amberdata import invented, streams, wire
 from mocks.amberdata.streams import Bar
+from mocks.ratelimit import ACCEPT, CLOSE, RequestRate
 from mocks.session import Action, Close, ConnectionInfo, Send
 from mocks.sim.contracts import Kind, OptionContract, underlying
 from mocks.sim.events import Event, OptionQuote, OptionTrade
@@ -101,6 +102,7 @@ class AmberdataSession:
         self._ids = derive_rng(server.seed, f"amberdata:subscription-ids:{info.conn_id}")
         self._order = 0
         self._done = False
+        self.requests = RequestRate(server.settings.request_limit, info.opened_at)
 
     # -- Session ---------------------------------------------------------------------------------
 
@@ -113,6 +115,13 @@ class AmberdataSession:
     def received(self, message: str | bytes, now: float) -> list[Action]:
         if self._done:
             return []
+        verdict = self.requests.admit(now)
+        if verdict != ACCEPT:
+            out = self._refuse(message)
+            if verdict == CLOSE:
+                self._done = True
+                out.append(Close(invented.FLOOD_CLOSE_CODE, invented.FLOOD_CLOSE_REASON))
+            return out
         try:
             obj = wire.decode_json(message)
         except msgspec.DecodeError:
@@ -179,6 +188,25 @@ class AmberdataSession:
         self.server.release(self)
 
     # -- JSON-RPC --------------------------------------------------------------------------------
+
+    def _refuse(self, message: str | bytes) -> list[Action]:
+        """A message over the connection's rate, dropped: 429 under each call's id (invented.py)."""
+        limit = self.requests.limit
+        description = invented.too_many_requests_description(limit.rate, limit.burst)
+        try:
+            obj = wire.decode_json(message)
+        except msgspec.DecodeError:
+            obj = None  # unreadable: answered under id null, as a parse error is
+        calls = obj if isinstance(obj, list) and obj else [obj]
+        replies: list[wire.Reply] = [
+            wire.vendor_error(wire.usable_id(call), description, invented.TOO_MANY_REQUESTS_CODE)
+            for call in calls
+            if not (isinstance(call, dict) and "id" not in call)  # a notification gets nothing
+        ]
+        if not replies:
+            return []
+        batch = isinstance(obj, list) and bool(obj)
+        return [Send(wire.encode(replies if batch else replies[0]))]
 
     def _call(self, obj: Any, now: float) -> wire.Reply | None:
         """One request of a message (or of a batch); None for a notification."""

@@ -47,6 +47,36 @@ WILDCARD_STRIKES_EACH_SIDE = 2
 # under a known prefix is acknowledged like an unknown contract, and never streams.
 
 
+# [inv] The request rate a connection may keep up (`mocks.ratelimit`): nothing documents a limit
+# on client messages. Generous, so that no legitimate client meets it: the official client sends
+# a whole change of subscriptions in one request, but a client may as well send one request per
+# channel, and a connection set up that way (1,000 quote contracts and their trades) is 2,000
+# requests at once, again after every reconnect; 100 a second after that leaves room for a
+# client that rolls whole chains as the money moves. A refused request gets `too_many_requests`
+# and is dropped; after `REFUSALS_BEFORE_CLOSE` refusals in one flood, `request_flood` and close
+# 1008 (POLICY_CLOSE).
+REQUEST_RATE = 100.0  # requests per second, sustained
+REQUEST_BURST = 2_000
+REFUSALS_BEFORE_CLOSE = 1_000
+
+
+def too_many_requests(rate: float, burst: int) -> StatusEvent:
+    """[inv] A request over the connection's rate: dropped, the connection stays open."""
+    return status(
+        "error",
+        f"too many requests: at most {rate:g} per second (bursts of {burst}); request dropped",
+    )
+
+
+def request_flood() -> StatusEvent:
+    """[inv] The last words to a connection that kept flooding; the status name
+    `force_disconnect` is the official client's [src] for a connection the server ends."""
+    return status(
+        "force_disconnect",
+        "Your connection was closed because it kept sending too many requests.",
+    )
+
+
 def already_authenticated() -> StatusEvent:
     """[inv] A second `auth` on an authenticated connection; the connection stays open."""
     return status("error", "already authenticated")

@@ -25,6 +25,7 @@ from mocks.massive.wire import (
     ServerEvent,
     StatusEvent,
 )
+from mocks.ratelimit import ACCEPT, CLOSE, RequestRate
 from mocks.session import Abort, Action, Close, ConnectionInfo, Send
 from mocks.sim.contracts import OptionContract
 from mocks.sim.events import Event, OptionQuote, OptionTrade
@@ -57,6 +58,7 @@ class MassiveSession:
         self._symbols: dict[OptionContract, str] = {}
         self._now = info.opened_at
         self._auth_deadline = info.opened_at + self.settings.auth_timeout
+        self.requests = RequestRate(self.settings.request_limit, info.opened_at)
         self._ending: tuple[StatusEvent | None, Ending] | None = None
         # outbound batch: events encoded (Raw) or quotes whose encoding waits for the frame
         self._batch: list[wire.QuoteEvent | msgspec.Raw] = []
@@ -84,6 +86,12 @@ class MassiveSession:
         self._now = now
         if self.state == _FINISHED:
             return []
+        verdict = self.requests.admit(now)
+        if verdict != ACCEPT:  # dropped unread
+            if verdict == CLOSE:
+                return self._end(invented.request_flood(), "close")
+            limit = self.requests.limit
+            return self._reply([invented.too_many_requests(limit.rate, limit.burst)])
         try:
             request = wire.decode_request(message)
         except wire.BadRequest as exc:

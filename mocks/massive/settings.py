@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from mocks.massive import invented
 from mocks.massive.wire import QUOTE_CONTRACTS_PER_CONNECTION
+from mocks.ratelimit import RateLimit
 
 EvictionPolicy = Literal["evict_oldest", "evict_oldest_abort", "refuse_newcomer"]
 SlowConsumerPolicy = Literal["close", "abort", "drop"]
@@ -46,6 +47,11 @@ class MassiveSettings:
     slow_consumer: SlowConsumerPolicy = "close"
     delay: float = invented.DELAY_SECONDS  # the delayed feed's lag, seconds
     aggregate_grace: float = invented.AGGREGATE_GRACE
+    # Client requests per connection (`mocks.ratelimit`): sustained rate, burst, and the refusals
+    # in one flood after which the connection is closed.
+    request_rate: float = invented.REQUEST_RATE
+    request_burst: int = invented.REQUEST_BURST
+    refusals_before_close: int = invented.REFUSALS_BEFORE_CLOSE
     # Contracts `T.*`, `A.*`, `AM.*` stream besides everything subscribed on this server
     # (OCC tickers); None: the invented default universe around SPY and QQQ.
     wildcard_contracts: tuple[str, ...] | None = None
@@ -63,3 +69,8 @@ class MassiveSettings:
             raise ValueError(f"slow_consumer must be one of {get_args(SlowConsumerPolicy)}")
         if self.auth_timeout <= 0 or self.delay < 0 or self.aggregate_grace < 0:
             raise ValueError("auth_timeout must be > 0; delay and aggregate_grace >= 0")
+        _ = self.request_limit  # RateLimit checks its numbers
+
+    @property
+    def request_limit(self) -> RateLimit:
+        return RateLimit(self.request_rate, self.request_burst, self.refusals_before_close)

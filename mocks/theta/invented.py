@@ -52,6 +52,25 @@ EVICTION_CLOSE_REASON = "replaced by a new client connection"
 # [inv] When the client reads slower than the feed and the outbound buffer fills, the terminal
 # drops what does not fit and keeps the connection (no message says so).
 
+# -- the request rate ----------------------------------------------------------------------------
+
+# [inv] The requests a client may send per connection (`mocks.ratelimit`); the terminal documents
+# no limit. Theta's requests are one per stream, so the burst must take a whole Pro account's
+# worth at once: 20K quote and 20K trade option streams plus stock and index streams, all sent
+# again (with new ids) after every DISCONNECTED status or reconnect; 1,000 a second after that
+# leaves room for a client that rolls whole chains as the money moves. Only a client stuck in a
+# send loop meets these numbers.
+REQUEST_RATE = 1_000.0  # requests per second, sustained
+REQUEST_BURST = 50_000
+REFUSALS_BEFORE_CLOSE = 5_000
+# [inv] A refused request is not acted on and its id does not count as seen (it never reaches the
+# resubscription log below): REQ_RESPONSE ERROR under its id, which is read only from a frame of
+# a request's size (a longer one gets UNREADABLE_REQ_ID: refusing must stay cheap). After
+# REFUSALS_BEFORE_CLOSE refusals in one flood: that ERROR, then this close.
+REFUSED_ID_MAX_BYTES = 4096
+FLOOD_CLOSE_CODE = 1008
+FLOOD_CLOSE_REASON = "too many requests"
+
 # -- the upstream link ---------------------------------------------------------------------------
 
 # [inv] The terminal sends STATE STOP when its upstream link drops and STATE START when it is back

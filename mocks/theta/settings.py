@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mocks.ratelimit import RateLimit
 from mocks.theta import invented
 
 Plan = Literal["free", "value", "standard", "pro"]
@@ -45,6 +46,11 @@ class ThetaSettings:
     quote_stream_limit: int | None = None
     trade_stream_limit: int | None = None
     heartbeat_interval: float = HEARTBEAT_INTERVAL
+    # Client requests per connection (`mocks.ratelimit`): sustained rate, burst, and the refusals
+    # in one flood after which the connection is closed.
+    request_rate: float = invented.REQUEST_RATE
+    request_burst: int = invented.REQUEST_BURST
+    refusals_before_close: int = invented.REFUSALS_BEFORE_CLOSE
     # The full trade stream covers every option trade the market makes; the market only simulates
     # watched contracts, so STREAM_BULK watches these roots' near-the-money chains: the next
     # `bulk_expirations` expirations (daily for SPXW, SPY, QQQ; Fridays for the rest) and
@@ -64,3 +70,8 @@ class ThetaSettings:
             raise ValueError("heartbeat_interval must be > 0")
         if self.bulk_expirations < 1 or self.bulk_strikes_each_side < 0:
             raise ValueError("bulk_expirations must be >= 1 and bulk_strikes_each_side >= 0")
+        _ = self.request_limit  # RateLimit checks its numbers
+
+    @property
+    def request_limit(self) -> RateLimit:
+        return RateLimit(self.request_rate, self.request_burst, self.refusals_before_close)

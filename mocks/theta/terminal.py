@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mocks.hub import Hub
+from mocks.ratelimit import ACCEPT, CLOSE, RequestRate
 from mocks.session import Action, Close, ConnectionInfo, Send
 from mocks.sim.clock import eastern_date_and_ms
 from mocks.sim.contracts import OptionContract
@@ -332,6 +333,15 @@ class ThetaTerminal:
                 self.log.subscribed(key, request.req_id)
         return [self._reply(verdict, request.req_id)]
 
+    def refuse(self, message: str | bytes) -> Send:
+        """A request over the client's rate: ERROR under its id, nothing else (invented.py)."""
+        req_id = invented.UNREADABLE_REQ_ID
+        if len(message) <= invented.REFUSED_ID_MAX_BYTES:
+            read = wire.parse_request(message).req_id
+            if read is not None:
+                req_id = read
+        return self._reply(ERROR, req_id)
+
     def _reply(self, response: str, req_id: int) -> Send:
         return Send(wire.req_response(self.upstream, response, req_id))
 
@@ -605,11 +615,13 @@ class ThetaSession:
         self.info = info
         self.conn_id = info.conn_id
         self.evicted = False
+        self.flooded = False  # closed for too many requests
         self.next_heartbeat = now + terminal.settings.heartbeat_interval
+        self.requests = RequestRate(terminal.settings.request_limit, now)
 
     @property
     def is_current(self) -> bool:
-        return self.terminal.current is self
+        return self.terminal.current is self and not self.flooded
 
     def opened(self, now: float) -> list[Action]:
         return self.terminal.advance(now) if self.is_current else []
@@ -617,7 +629,14 @@ class ThetaSession:
     def received(self, message: str | bytes, now: float) -> list[Action]:
         if not self.is_current:
             return []
-        return [*self.terminal.advance(now), *self.terminal.handle(message)]
+        verdict = self.requests.admit(now)
+        if verdict == ACCEPT:
+            return [*self.terminal.advance(now), *self.terminal.handle(message)]
+        out = [*self.terminal.advance(now), self.terminal.refuse(message)]
+        if verdict == CLOSE:
+            self.flooded = True
+            out.append(Close(invented.FLOOD_CLOSE_CODE, invented.FLOOD_CLOSE_REASON))
+        return out
 
     def publish(self, events: Sequence[Event], now: float) -> list[Action]:
         if not self.is_current:
