@@ -478,9 +478,12 @@ class MarketSim:
         self._dirty = False
         end = self._frontier
         with _gc_paused():
+            rolled_back = False
             for state in self._ran:
-                self._roll_back(state)
+                rolled_back |= self._roll_back(state)
             self._rollback_at = None
+            if rolled_back:
+                self._compact()
             for path in self._watched_paths:
                 if round((path.reported_k + 1) * path.step * _NS) < end:
                     self._fill(path, end)
@@ -489,7 +492,7 @@ class MarketSim:
                     self._fill(state, end)
             self._merge(self._consumed)
 
-    def _roll_back(self, state: ContractProcess) -> None:
+    def _roll_back(self, state: ContractProcess) -> bool:
         """Back to the chunk's start if the contract was generated past a rate change made since
         (the same as restoring every such contract when the change is made, done when needed)."""
         if (
@@ -498,6 +501,25 @@ class MarketSim:
             and state.chunk == self._chunk_no
         ):
             state.restore()
+            return True
+        return False
+
+    def _compact(self) -> None:
+        """Keep only the live ranges in the chunk's lists: what rolled-back contracts made is
+        dead, and with a watch after watch inside one chunk (each a rate change under
+        `total_rate`) it would pile up a chunk's worth of events per watch."""
+        no = self._chunk_no
+        events, times = self._chunk_events, self._chunk_times
+        kept: list[Event] = []
+        kept_times: list[float] = []
+        sources: list[UnderlyingPath | ContractProcess] = [*self._watched_paths, *self._ran]
+        for source in sources:
+            if source.chunk == no:
+                lo = len(kept)
+                kept += events[source.lo : source.hi]
+                kept_times += times[source.lo : source.hi]
+                source.lo, source.hi = lo, len(kept)
+        self._chunk_events, self._chunk_times = kept, kept_times
 
     def _merge(self, after: int | None) -> None:
         """The chunk's events after time `after` (None: all, a fresh chunk), merged in time
