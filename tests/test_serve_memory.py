@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import importlib.util
 import random
+import sys
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import orjson
 import pytest
@@ -24,13 +28,16 @@ from mocks.serve import long_running_server
 from mocks.server import Connection, ConnectionStats, MockServer
 from mocks.sim.actor import Market
 from mocks.sim.clock import UTC
+from mocks.sim.contracts import OptionContract
 from mocks.sim.market import MarketSettings
+from mocks.sim.symbols import from_theta, parse_deribit, parse_occ
 from mocks.vendors import vendor_spec
 
 # A finished connection keeps its WebSocket, link and session: 20-30 KiB. A server that runs for
 # days may remember this many of them per vendor (a few MiB), not more.
 REMEMBERED = 100
 CHURNED = REMEMBERED + 40  # connections per vendor in a test: more than are remembered
+MORE = 60  # then this many more: after CHURNED, the server's objects must not grow with them
 WORKERS = 4
 
 MASSIVE_POOL = [f"O:SPY250620{r}{strike * 1000:08d}" for strike in range(500, 600, 5) for r in "CP"]
@@ -38,6 +45,16 @@ THETA_POOL = [(20250620, strike * 1000, r) for strike in range(500, 600, 10) for
 AMBERDATA_POOL = [
     f"BTC-27JUN25-{strike}-{r}" for strike in range(50_000, 110_000, 5_000) for r in "CP"
 ]
+
+
+def _pool(vendor: str) -> list[OptionContract]:
+    if vendor == "massive":
+        return [parse_occ(s) for s in MASSIVE_POOL]
+    if vendor == "theta":
+        return [from_theta("SPY", *stream) for stream in THETA_POOL]
+    return [parse_deribit(s) for s in AMBERDATA_POOL]
+
+
 # Whatever a core keeps per contract, root or open connection fits in this; per finished
 # connection (or per request ever made) does not, after CHURNED connections.
 CORE_BOUND = 2 * len(MASSIVE_POOL)
@@ -114,6 +131,38 @@ def _containers(obj: object, depth: int = 2) -> Iterator[tuple[str, int]]:
                 yield f"{name}.{inner}", size
 
 
+# Not counted: market events come and go with the market's chunks; the test itself keeps every
+# connection's stats.
+UNCOUNTED = {
+    "mocks.sim.events.OptionQuote",
+    "mocks.sim.events.OptionTrade",
+    "mocks.sim.events.UnderlyingTick",
+    "mocks.sim.events.IndexPrice",
+    "mocks.server.ConnectionStats",
+}
+
+
+def _is_trio_deadline(obj: object) -> bool:
+    """Trio keeps a finished timeout's entry, (deadline, tie-break, cancel scope), in its
+    deadline heap until the heap holds 1,000 more than the live ones and is pruned: bounded, so
+    neither the entries nor their scopes are counted. (Recognised by shape rather than through
+    Trio's private `Deadlines._heap`, which a Trio release may rename.)"""
+    if isinstance(obj, trio.CancelScope):
+        return True
+    return type(obj) is tuple and len(obj) == 3 and isinstance(obj[2], trio.CancelScope)
+
+
+def _object_counts() -> dict[str, int]:
+    """Live objects by type, but for market events, test bookkeeping and Trio's deadlines."""
+    gc.collect()
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        if name not in UNCOUNTED and not _is_trio_deadline(obj):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 @pytest.mark.parametrize("vendor", ["massive", "theta", "amberdata"])
 async def test_churn_keeps_bounded_state(vendor: str, autojump_clock: trio.abc.Clock) -> None:
     settings = MarketSettings(
@@ -126,18 +175,22 @@ async def test_churn_keeps_bounded_state(vendor: str, autojump_clock: trio.abc.C
         server = long_running_server(vendor, market, (), settings.seed, False)
         server.on_accept.append(lambda conn: stats.append(conn.stats))
         await nursery.start(server.run)
-        slots = iter(range(CHURNED))
         workers = 1 if vendor == "theta" else WORKERS  # one Theta client at a time
 
-        async def client(worker: int) -> None:
-            rng = random.Random(worker)
-            for slot in slots:
-                await _visit(server, vendor, slot, rng)
+        async def churn(first: int, count: int) -> None:
+            slots = iter(range(first, first + count))
 
-        async with trio.open_nursery() as clients:
-            for worker in range(workers):
-                clients.start_soon(client, worker)
-        await trio.sleep(1.0)  # the last connections finish on the server's side
+            async def client(worker: int) -> None:
+                rng = random.Random(first + worker)
+                for slot in slots:
+                    await _visit(server, vendor, slot, rng)
+
+            async with trio.open_nursery() as clients:
+                for worker in range(workers):
+                    clients.start_soon(client, worker)
+            await trio.sleep(1.0)  # the last connections finish on the server's side
+
+        await churn(0, CHURNED)
 
         assert len(stats) == CHURNED and not server.connections
         assert len(server.history) <= REMEMBERED
@@ -151,4 +204,69 @@ async def test_churn_keeps_bounded_state(vendor: str, autojump_clock: trio.abc.C
             for name, size in _containers(owner):
                 assert size <= CORE_BOUND, f"{type(owner).__name__}.{name} holds {size}"
         assert server.errors == []
+
+        # Whatever else a visit might leave behind: once CHURNED have come and gone, no kind of
+        # object grows by one for every other visit (what a vendor keeps per instrument of the
+        # fixed pool may still grow a little).
+        # (The remembered connections are cleared before each count: what each of them holds
+        # depends on what it subscribed, and their number is bounded, checked above. And every
+        # contract of the pool is watched first: a first watch under `total_rate` is a rate
+        # change, which leaves per-contract state behind that is bounded by the pool.)
+        for contract in _pool(vendor):
+            market.watch(contract)
+        await trio.sleep(1.0)
+        server.history.clear()
+        before = _object_counts()
+        await churn(CHURNED, MORE)
+        server.history.clear()
+        after = _object_counts()
+        assert len(stats) == CHURNED + MORE and server.errors == []
+        grown = {name: n - before.get(name, 0) for name, n in after.items()}
+        assert {name: n for name, n in grown.items() if n >= MORE // 2} == {}
         nursery.cancel_scope.cancel()
+
+
+def _soak_module() -> ModuleType:
+    """bench/soak.py (bench is scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
+    spec = importlib.util.spec_from_file_location("feedlab_soak", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return module
+
+
+MIB = 1 << 20
+
+
+def _rss(
+    minutes: float, base: float, leak_per_min: float, steps: dict[float, float]
+) -> list[tuple[float, float]]:
+    """RSS samples every 5 s: a level, a steady leak, one-time steps (minute -> MiB), jitter."""
+    rng = random.Random(7)
+    points = []
+    for k in range(int(minutes * 12) + 1):
+        t = k * 5.0
+        level = base + leak_per_min * t / 60 + sum(mib for at, mib in steps.items() if t >= at * 60)
+        points.append((t, (level + rng.uniform(-1.5, 1.5)) * MIB))
+    return points
+
+
+def test_soak_verdict_tells_a_high_water_step_from_a_leak() -> None:
+    """The soak judges sustained growth: one-time allocator steps pass, a steady leak fails."""
+    soak = _soak_module()
+    # Last session's 10-minute runs after warm-up: one step of 18-27 MiB, then flat.
+    for step_at in (4.0, 5.0, 6.5, 8.5):
+        step = _rss(6.7, 82, 0.0, {step_at - 3.3: 27.0})
+        assert soak.sustained_growth(step) < 4 * MIB, step_at
+        assert soak.slope_fit(step)[0] * step[-1][0] > 4 * MIB  # a fitted line counts the step
+    # A deliberate 100 KB/s leak (5.9 MiB/min) over 80 s, with a 30 MiB step inside.
+    leak = _rss(80 / 60, 70, 5.9, {0.6: 30.0})
+    assert 5 * MIB < soak.sustained_growth(leak) < 11 * MIB
+    # The real leaks: 14 MiB/min, with or without a step.
+    for steps in ({}, {2.0: 20.0}):
+        real = _rss(6.7, 82, 14.0, steps)
+        assert soak.sustained_growth(real) > 80 * MIB
