@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import msgspec
 
 from mocks.amberdata import invented
 from mocks.amberdata.wire import (
@@ -41,19 +44,25 @@ def ticks(price: float) -> int:
     return round(price / TICK)
 
 
+# round(x, n) of a float is a correctly rounded decimal conversion, among the dearest steps of a
+# book level: the prices and amounts a book draws are looked up, computed once at import.
+_PRICES = tuple(round(n * TICK, 4) for n in range(4096))
+_AMOUNTS = tuple(round(tenths / 10.0, 1) for tenths in range(1024))
+
+
 def price_of(n: int) -> float:
-    return round(n * TICK, 4)
+    return _PRICES[n] if 0 <= n < 4096 else round(n * TICK, 4)
 
 
 def amount_of(tenths: int) -> float:
     """Deribit amounts are in 0.1 contract; the market counts crypto sizes in tenths."""
-    return round(tenths / 10.0, 1)
+    return _AMOUNTS[tenths] if 0 <= tenths < 1024 else round(tenths / 10.0, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Valuation:
+class Valuation(msgspec.Struct, frozen=True):
     """The snapshot's pricing fields, computed from the values as printed, so that a client can
-    reproduce the greeks from `underlyingPrice`, `markIv`, the strike and the time to expiry."""
+    reproduce the greeks from `underlyingPrice`, `markIv`, the strike and the time to expiry.
+    (A msgspec Struct for its cheap constructor: every snapshot and ticker makes one.)"""
 
     underlying_price: float
     mark_iv: float  # percent
@@ -71,14 +80,15 @@ def valuation(contract: OptionContract, mark: Mark, ts_ns: int, expiry_ns: int) 
     until_expiry = (expiry_ns - ts_ns) / _YEAR_NS
     # A contract the market keeps alive past its real expiry (a "zombie") has the market's own T.
     years = until_expiry if until_expiry > 0 else mark.years
-    value = pricing.black76(forward, contract.strike, years, sigma, contract.is_call)
-    g = pricing.black76_greeks(forward, contract.strike, years, sigma, contract.is_call)
+    value, delta, gamma, vega, theta, rho = pricing.black76_value_greeks(
+        forward, contract.strike, years, sigma, contract.is_call
+    )
     greeks = Greeks(
-        vega=round(g.vega, 5),
-        theta=round(g.theta, 5),
-        rho=round(g.rho, 5),
-        gamma=round(g.gamma, 5),
-        delta=round(g.delta, 5),
+        vega=round(vega, 5),
+        theta=round(theta, 5),
+        rho=round(rho, 5),
+        gamma=round(gamma, 5),
+        delta=round(delta, 5),
     )
     index = round(invented.index_price(forward, years), 2)
     return Valuation(forward, mark_iv, years, round(value / forward, 7), greeks, index)
@@ -92,6 +102,69 @@ def implied_vol_percent(
     f = v.underlying_price
     sigma = pricing.implied_vol(price * f, f, contract.strike, v.years, contract.is_call)
     return round(sigma * 100.0, 2)
+
+
+def quote_ivs(
+    bid: float | None, ask: float | None, contract: OptionContract, v: Valuation
+) -> tuple[float | None, float | None]:
+    """`implied_vol_percent` of the bid and of the ask, the same numbers, in one pass
+    (`pricing.implied_vol_percents`: the work they share is done once, and Newton starts from the
+    mark's volatility, which the market quotes them around)."""
+    f = v.underlying_price
+    has_bid = bid is not None and not bid <= 0.0  # implied_vol_percent's None cases
+    has_ask = ask is not None and not ask <= 0.0
+    prices = []
+    if bid is not None and has_bid:
+        prices.append(bid * f)
+    if ask is not None and has_ask:
+        prices.append(ask * f)
+    if not prices:
+        return None, None
+    vols = pricing.implied_vol_percents(
+        prices, f, contract.strike, v.years, contract.is_call, v.mark_iv / 100.0
+    )
+    return (vols[0] if has_bid else None), (vols[-1] if has_ask else None)
+
+
+class Pricing(msgspec.Struct, frozen=True):
+    """What a snapshot or ticker prices from the mark, the instant and the best bid and ask, with
+    the exchange's IV scale applied; kept by the instrument for the next render of the same inputs
+    (the snapshot and the ticker of one instant, every connection subscribed to it)."""
+
+    v: Valuation
+    bid_iv: float | None
+    ask_iv: float | None
+    min_price: float
+    max_price: float
+
+
+PricingKey = tuple[int, float, float, float, float | None, float | None, float]
+
+
+def price_snapshot(
+    contract: OptionContract,
+    mark: Mark,
+    ts_ns: int,
+    expiry_ns: int,
+    bid: float | None,
+    ask: float | None,
+    scale: float,
+) -> Pricing:
+    v = valuation(contract, mark, ts_ns, expiry_ns)
+    bid_iv, ask_iv = quote_ivs(bid, ask, contract, v)
+    low, high = invented.price_band(v.mark_price, TICK)
+    if scale != 1.0:  # (at 1.0, rounding a hundredth to four places gives it back unchanged)
+        v = Valuation(
+            v.underlying_price,
+            round(v.mark_iv * scale, 4),
+            v.years,
+            v.mark_price,
+            v.greeks,
+            v.index_price,
+        )
+        bid_iv = None if bid_iv is None else round(bid_iv * scale, 4)
+        ask_iv = None if ask_iv is None else round(ask_iv * scale, 4)
+    return Pricing(v=v, bid_iv=bid_iv, ask_iv=ask_iv, min_price=low, max_price=high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +205,17 @@ class Instrument:
     def __init__(self, contract: OptionContract, seed: int, created_ns: int) -> None:
         self.contract = contract
         self.seed = seed
+        key = contract.key  # formatted once: it names every generator the instrument draws from
         # Fixed for the contract's life; every snapshot prints or uses them.
         self.expiry_ns = expiry_instant_ns(contract)
         self.underlying_index = invented.underlying_index(contract)
-        self._rng = derive_rng(seed, f"amberdata:instrument:{contract.key}")
-        self.trade_id_base = derive_seed(seed, f"amberdata:trade-id:{contract.key}") % (
+        self._rng = derive_rng(seed, f"amberdata:instrument:{key}")
+        self.trade_id_base = derive_seed(seed, f"amberdata:trade-id:{key}") % (
             invented.TRADE_ID_SPAN
         )
+        self._book_name = f"amberdata:book:{key}:"
+        self._oi_name = f"amberdata:oi:{key}:"
+        self._book_rng = random.Random()  # reseeded per quote: derive_rng without the allocation
         self.last_quote: OptionQuote | None = None
         self.last_event_sequence = 0
         self.last_event_ns = created_ns
@@ -155,12 +232,15 @@ class Instrument:
         self._last_tick_direction = invented.ZERO_PLUS
         self._facts: dict[int, TradeFacts] = {}
         self._book: tuple[int, list[Level], list[Level]] | None = None
+        self._stats: Stats | None = None  # until the day's stats move (prime, a trade)
+        self._pricing: tuple[PricingKey, Pricing] | None = None  # the last one rendered
 
     def prime(self, mark: Mark) -> None:
         """Seed the day before the run from the first valuation; idempotent."""
         if self.primed:
             return
         self.primed = True
+        self._stats = None
         rng = self._rng
         value = max(mark.value, TICK)
         self.open_24h = price_of(max(1, ticks(value * math.exp(rng.gauss(0.0, 0.25)))))
@@ -215,13 +295,14 @@ class Instrument:
         if len(self._facts) > _RECENT_TRADES:
             del self._facts[next(iter(self._facts))]
         # The day's stats and open interest move with the trade.
+        self._stats = None
         self.last_price = trade.price
         self.high = max(self.high, trade.price)
         self.low = min(self.low, trade.price) if self.low > 0 else trade.price
         self.volume_tenths += trade.size
         forward = mark.underlying_price if mark is not None else 0.0
         self.volume_usd = round(self.volume_usd + trade.size / 10.0 * trade.price * forward, 2)
-        oi_rng = derive_rng(self.seed, f"amberdata:oi:{self.contract.key}:{trade.sequence}")
+        oi_rng = derive_rng(self.seed, f"{self._oi_name}{trade.sequence}")
         if oi_rng.random() < 0.55:
             self.open_interest_tenths += trade.size
         else:
@@ -241,6 +322,29 @@ class Instrument:
         )
 
     def stats(self) -> Stats:
+        stats = self._stats
+        if stats is None:
+            stats = self._stats = self._day_stats()
+        return stats
+
+    def pricing(
+        self,
+        mark: Mark,
+        ts_ns: int,
+        bid: float | None,
+        ask: float | None,
+        scale: float,
+    ) -> Pricing:
+        """`price_snapshot` of these inputs, or the last one again when they are the same."""
+        key = (ts_ns, mark.underlying_price, mark.vol, mark.years, bid, ask, scale)
+        cached = self._pricing
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        priced = price_snapshot(self.contract, mark, ts_ns, self.expiry_ns, bid, ask, scale)
+        self._pricing = (key, priced)
+        return priced
+
+    def _day_stats(self) -> Stats:
         price_change = (
             round((self.last_price / self.open_24h - 1.0) * 100.0, 4)
             if self.last_price is not None and self.open_24h > 0
@@ -263,30 +367,59 @@ class Instrument:
         cached = self._book
         if cached is not None and cached[0] == quote.sequence:
             return cached[1], cached[2]
-        rng = derive_rng(self.seed, f"amberdata:book:{self.contract.key}:{quote.sequence}")
+        # derive_rng(seed, name), reusing one generator: seeding is what makes a Random.
+        rng = self._book_rng
+        rng.seed(derive_seed(self.seed, f"{self._book_name}{quote.sequence}"))
+        bits, uniform = rng.getrandbits, rng.random
         bids: list[Level] = []
         if quote.bid > 0 and quote.bid_size > 0:
             bids.append((quote.bid, amount_of(quote.bid_size)))
             n = ticks(quote.bid)
-            for depth in range(rng.randrange(0, invented.BOOK_DEPTH)):
-                n -= rng.choice((1, 1, 2, 3, 4)) * (1 + depth // 3)
+            for depth in range(_below(bits, invented.BOOK_DEPTH)):  # randrange(0, BOOK_DEPTH)
+                n -= _step(bits) * (1 + depth // 3)
                 if n < 1:
                     break
-                bids.append((price_of(n), amount_of(_level_tenths(rng))))
+                bids.append((price_of(n), _level_amount(bits, uniform)))
         asks: list[Level] = [(quote.ask, amount_of(max(1, quote.ask_size)))]
         n = ticks(quote.ask)
-        for depth in range(rng.randrange(1, invented.BOOK_DEPTH)):
-            n += rng.choice((1, 1, 2, 3, 4)) * (1 + depth // 2)
-            asks.append((price_of(n), amount_of(_level_tenths(rng))))
+        for depth in range(1 + _below(bits, invented.BOOK_DEPTH - 1)):  # randrange(1, BOOK_DEPTH)
+            n += _step(bits) * (1 + depth // 2)
+            asks.append((price_of(n), _level_amount(bits, uniform)))
         self._book = (quote.sequence, bids, asks)
         return bids, asks
 
 
-def _level_tenths(rng: random.Random) -> int:
-    """Mostly a few tenths, now and then a wall of tens of contracts (as in the vendor's sample)."""
-    if rng.random() < 0.08:
-        return rng.randrange(100, 1000)
-    return 1 + int(rng.paretovariate(1.1)) % 400
+# The book's draws, written on `getrandbits` and `random` the way `random.Random` makes them
+# (Python 3.11's `_randbelow_with_getrandbits`, `choice`, `randrange`, `paretovariate`), so the
+# books are the ones those methods drew, at a third of the cost of their Python-level layers.
+Bits = Callable[[int], int]
+_STEPS = (1, 1, 2, 3, 4)  # ticks between levels, before the depth's widening
+_PARETO_EXPONENT = -1.0 / 1.1  # paretovariate(1.1)
+
+
+def _below(bits: Bits, n: int) -> int:
+    """randrange(n): a uniform integer in [0, n), by rejection."""
+    k = n.bit_length()
+    r = bits(k)
+    while r >= n:
+        r = bits(k)
+    return r
+
+
+def _step(bits: Bits) -> int:
+    """choice(_STEPS)."""
+    r = bits(3)
+    while r >= 5:
+        r = bits(3)
+    return _STEPS[r]
+
+
+def _level_amount(bits: Bits, uniform: Callable[[], float]) -> float:
+    """A deeper level's amount: mostly a few tenths, now and then a wall of tens of contracts (as
+    in the vendor's sample). Always under 1,000 tenths, so `_AMOUNTS` has it."""
+    if uniform() < 0.08:
+        return _AMOUNTS[100 + _below(bits, 900)]  # randrange(100, 1000)
+    return _AMOUNTS[1 + int((1.0 - uniform()) ** _PARETO_EXPONENT) % 400]
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -297,8 +430,7 @@ def ms_and_ns(ts_ns: int) -> tuple[int, int]:
     return ts_ns // _MS, ts_ns % _MS
 
 
-@dataclass(frozen=True, slots=True)
-class MarketFields:
+class MarketFields(msgspec.Struct, frozen=True):
     """The fields snapshots and tickers share, computed once per render."""
 
     exchange: str
@@ -325,7 +457,6 @@ def market_fields(
     inst: Instrument, mark: Mark, exchange: str, instrument: str, ts_ns: int, sequence: int
 ) -> MarketFields:
     inst.prime(mark)
-    v = valuation(inst.contract, mark, ts_ns, inst.expiry_ns)
     quote = inst.last_quote
     bid: Level | None = None
     ask: Level | None = None
@@ -334,35 +465,26 @@ def market_fields(
             bid = (quote.bid, amount_of(quote.bid_size))
         ask = (quote.ask, amount_of(max(1, quote.ask_size)))
     scale = invented.IV_SCALE[exchange] / 100.0
-    bid_iv = implied_vol_percent(bid[0] if bid else None, inst.contract, v)
-    ask_iv = implied_vol_percent(ask[0] if ask else None, inst.contract, v)
+    p = inst.pricing(mark, ts_ns, bid[0] if bid else None, ask[0] if ask else None, scale)
     exchange_ms, exchange_ns = ms_and_ns(min(inst.last_event_ns, ts_ns))
-    low, high = invented.price_band(v.mark_price, TICK)
     return MarketFields(
         exchange=exchange,
         instrument=instrument,
         timestamp=ts_ns // _MS,
         exchange_timestamp=exchange_ms,
         exchange_timestamp_ns=exchange_ns,
-        v=Valuation(
-            v.underlying_price,
-            round(v.mark_iv * scale, 4),
-            v.years,
-            v.mark_price,
-            v.greeks,
-            v.index_price,
-        ),
+        v=p.v,
         stats=inst.stats(),
         state="open",
         open_interest=amount_of(inst.open_interest_tenths),
-        min_price=low,
-        max_price=high,
+        min_price=p.min_price,
+        max_price=p.max_price,
         last_price=inst.last_price,
         underlying_index=inst.underlying_index,
         bid=bid,
         ask=ask,
-        bid_iv=None if bid_iv is None else round(bid_iv * scale, 4),
-        ask_iv=None if ask_iv is None else round(ask_iv * scale, 4),
+        bid_iv=p.bid_iv,
+        ask_iv=p.ask_iv,
         sequence=sequence,
     )
 
