@@ -9,7 +9,7 @@ real now, scenarios their `start`).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from mocks.sim.contracts import Kind
@@ -76,14 +76,13 @@ class MarketClock:
 
     start: dt.datetime  # aware; the market instant at t = 0
     epoch: float = 0.0  # trio.current_time() at t = 0
+    # `start` in Unix nanoseconds, computed once: every rendered timestamp asks for it.
+    start_ns: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
             raise ValueError("MarketClock.start must be timezone-aware")
-
-    @property
-    def start_ns(self) -> int:
-        return unix_ns(self.start)
+        object.__setattr__(self, "start_ns", unix_ns(self.start))
 
     def unix_ns(self, t: float) -> int:
         return self.start_ns + round(t * _NS)

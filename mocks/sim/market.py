@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from heapq import heappop, heappush
 from operator import attrgetter, itemgetter
+from typing import NamedTuple
 
 from mocks.sim.clock import (
     EASTERN,
@@ -98,9 +99,11 @@ class MarketWork:
     rate_change_steps: int = 0  # rate changes applied to a contract while generating it
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """The inputs and result of the last valuation of a contract (Amberdata's snapshot fields)."""
+class Mark(NamedTuple):
+    """The inputs and result of the last valuation of a contract (Amberdata's snapshot fields).
+
+    A named tuple: Amberdata asks for one per snapshot, and a frozen dataclass cost three times
+    as much to make."""
 
     underlying_price: float  # spot, index level or (crypto) forward
     vol: float  # annualised, as a fraction
@@ -316,7 +319,7 @@ class MarketSim:
         if state is None:
             return None
         i = bisect_left(state.mark_times, self._consumed + 1.0)
-        return Mark(*state.marks[max(i - 1, 0)])
+        return Mark._make(state.marks[max(i - 1, 0)])
 
     def underlying_price(self, root: str) -> float:
         return self._path(underlying(root, self.settings.seed).root).price_at(self.now)
