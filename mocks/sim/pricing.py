@@ -163,6 +163,8 @@ def implied_vol(price: float, forward: float, strike: float, t: float, is_call: 
         else:
             value = strike * norm_cdf(-d2) - forward * norm_cdf(-d1)
         diff = value - price
+        if diff == 0.0:  # on the root: a step of zero would fall back to bisecting away from it
+            return sigma
         if diff < 0.0:
             lo = sigma
         else:
