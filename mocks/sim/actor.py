@@ -70,6 +70,8 @@ class Market(Actor[None]):
     # What the hub calls. Watching takes effect at the caller's "now", whatever the market task
     # has already processed, so the outcome does not depend on task scheduling.
     def watch(self, contract: OptionContract) -> bool:
+        if self.sim.is_watched(contract):
+            return True
         ok = self.sim.watch(contract, at=self.now())
         self.tell_nowait(None)
         return ok
@@ -81,6 +83,7 @@ class Market(Actor[None]):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.epoch = trio.current_time() - self.sim.now
         task_status.started()
+        published = self.sim.now  # market time of the last advance
         while True:
             next_t = self.sim.next_time()
             if self.max_rate:
@@ -89,13 +92,16 @@ class Market(Actor[None]):
                     continue
                 until = next_t + self.resolution
             else:
-                now = self.now()
-                wake = math.inf if next_t is None else max(next_t, now + self.resolution)
+                # At most one batch per `resolution`, counted from the last one: a watch that
+                # wakes the actor (its contract may be due sooner) must not push the next batch
+                # further out, or a stream of subscriptions would hold the market still.
+                wake = math.inf if next_t is None else max(next_t, published + self.resolution)
                 with trio.move_on_at(self.epoch + wake):
                     await self._inbox.receive()
                     continue  # woken by a watch: recompute the next wake
                 until = self.now()
             batch = self.sim.advance(until)
+            published = until
             if batch:
                 for channel in self._subscribers:
                     await channel.send(batch)
