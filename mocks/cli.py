@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import math
 import os
 import sys
@@ -233,14 +234,17 @@ def _serve(args: argparse.Namespace) -> int:
             print(tls.notice(), flush=True)
         try:
             trio.run(
-                serve_forever,
-                names,
-                args.host,
-                args.port,
-                settings,
-                tuple(args.api_keys),
-                args.rate is None,
-                None if tls is None else tls.context,
+                functools.partial(
+                    serve_forever,
+                    names,
+                    args.host,
+                    args.port,
+                    settings,
+                    tuple(args.api_keys),
+                    args.rate is None,
+                    None if tls is None else tls.context,
+                    wall_clock=True,
+                )
             )
         except KeyboardInterrupt:
             pass

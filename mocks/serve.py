@@ -114,10 +114,16 @@ async def serve_forever(
     max_rate: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     *,
+    wall_clock: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve until SIGINT/SIGTERM. `wall_clock`: `settings.start` is the wall-clock reading the
+    market starts at (the command's), not a date of the user's."""
     market = Market(
-        settings, max_rate=max_rate, resolution=MAX_RATE_RESOLUTION if max_rate else 0.05
+        settings,
+        max_rate=max_rate,
+        resolution=MAX_RATE_RESOLUTION if max_rate else 0.05,
+        wall_clock=wall_clock,
     )
     servers: list[MockServer] = []
     urls: list[str] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 
 import trio
 
 from mocks.sim.actor import Market
-from mocks.sim.clock import EASTERN
+from mocks.sim.clock import EASTERN, UTC
 from mocks.sim.market import MarketSettings
 from mocks.sim.symbols import parse_occ
 
@@ -46,3 +47,24 @@ async def test_a_stream_of_subscriptions_does_not_hold_the_market_still(
     gaps = [b - a for a, b in itertools.pairwise(batch_times)]
     assert len(batch_times) >= 1.0 / market.resolution  # of 1.5 s of subscribing
     assert max(gaps) <= 2 * market.resolution
+
+
+def test_served_market_time_zero_is_the_wall_clock_reading_it_started_from() -> None:
+    """`serve` reads the wall clock once, then starts up (a TLS certificate, the GC's sweep)
+    before the market runs: that time must not become a lag of every timestamp behind the wall
+    clock. (Real clock; a start-up of five seconds is simulated by an earlier reading.)"""
+    started = dt.datetime.now(UTC) - dt.timedelta(seconds=5)
+    seen: list[float] = []
+
+    async def main() -> None:
+        market = Market(MarketSettings(seed=1, start=started), wall_clock=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(market.run)
+            seen.append(market.now())
+            seen.append((market.now_ns() - time.time_ns()) / 1e9)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    market_time, skew = seen
+    assert 5.0 <= market_time < 65.0
+    assert abs(skew) < 1.0  # the market's now is the wall clock's now

@@ -10,6 +10,7 @@ as fast as the subscribers drain (for throughput benchmarks).
 from __future__ import annotations
 
 import math
+import time
 
 import trio
 
@@ -31,8 +32,13 @@ class Market(Actor[None]):
         *,
         resolution: float = 0.05,
         max_rate: bool = False,
+        wall_clock: bool = False,
     ) -> None:
         super().__init__("market", mailbox_size=1)
+        # `serve`: the settings' start is the command's wall-clock reading, and market time 0 is
+        # that instant, however long start-up took (a TLS certificate, the GC's start-up sweep):
+        # otherwise every timestamp would lag the wall clock by the start-up time.
+        self.wall_clock = wall_clock
         self.sim = MarketSim(
             settings, chunk_budget=CHUNK_BUDGET_MAX_RATE if max_rate else CHUNK_BUDGET
         )
@@ -81,7 +87,10 @@ class Market(Actor[None]):
         self.tell_nowait(None)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.epoch = trio.current_time() - self.sim.now
+        started_late = 0.0
+        if self.wall_clock:
+            started_late = max(0.0, time.time() - self.sim.settings.start.timestamp())
+        self.epoch = trio.current_time() - self.sim.now - started_late
         task_status.started()
         published = self.sim.now  # market time of the last advance
         while True:
@@ -92,13 +101,7 @@ class Market(Actor[None]):
                     continue
                 until = next_t + self.resolution
             else:
-                # At most one batch per `resolution`, counted from the last one: a watch that
-                # wakes the actor (its contract may be due sooner) must not push the next batch
-                # further out, or a stream of subscriptions would hold the market still.
-                wake = math.inf if next_t is None else max(next_t, published + self.resolution)
-                with trio.move_on_at(self.epoch + wake):
-                    await self._inbox.receive()
-                    continue  # woken by a watch: recompute the next wake
+                await self._sleep_until_due(next_t, published + self.resolution)
                 until = self.now()
             batch = self.sim.advance(until)
             published = until
@@ -107,6 +110,25 @@ class Market(Actor[None]):
                     await channel.send(batch)
             elif self.max_rate:
                 await trio.sleep(0)
+
+    async def _sleep_until_due(self, next_t: float | None, earliest: float) -> None:
+        """Sleep until the next event is due, but not before `earliest` (one batch per
+        `resolution`, counted from the last batch).
+
+        A watch wakes the actor: its contract may be due sooner. Only then is the market asked
+        again, and only if the wake-up was set later than `earliest`: otherwise nothing can bring
+        it forward, and asking would regenerate the market's chunk for every watch (with
+        `--rate`, each watch changes every contract's rate). A watch never pushes the wake-up
+        further out: a stream of subscriptions must not hold the market still."""
+        wake = math.inf if next_t is None else max(next_t, earliest)
+        while True:
+            with trio.move_on_at(self.trio_time(wake)) as sleep:
+                await self._inbox.receive()
+            if sleep.cancelled_caught:
+                return
+            if wake > earliest:
+                next_t = self.sim.next_time()
+                wake = math.inf if next_t is None else max(next_t, earliest)
 
 
 __all__ = ["Batch", "Market", "MarketSettings"]
