@@ -145,7 +145,8 @@ def main() -> int:
                 args.churn_clients,
                 seed=1,
                 interval=2.0,
-                threshold_mib=16.0,
+                max_growth_mib=2.0,  # the soak's defaults
+                noise_mib=4.0,
                 warmup=args.churn_seconds / 3,
                 out=lambda line: None,
             )
