@@ -21,8 +21,9 @@ issue's 5 ms target cannot apply to it. The target is applied to what the mock a
 own schedule: for each frame, `receipt - (tick + 20 ms)`, where a frame's tick is recovered from
 the data (frames of one tick cover one span of `t` that does not overlap the next tick's; the
 tick is the newest `t` of any frame in its span, to the millisecond, which `t` is truncated to:
-the figure may read up to 1 ms high). It also contains the delay between the command's clock
-reading and the market's start (a constant, a few ms at most: it bounds the minimum printed).
+the figure may read up to 1 ms high, and more when a connection's newest event came well before
+its tick: the tick is later than its newest event). The market's time 0 is the command's
+clock reading, whatever start-up took, so no constant offset is in it.
 
 The baseline, measured in the same run: one connection with the same 50 contracts per
 connection and the same per-connection load (`--rate 250`), so the ratio shows what 200
