@@ -144,46 +144,82 @@ async def _connect(url: str, headers: dict[str, str] | None = None) -> ClientCon
     )
 
 
-async def massive_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
-    ws = await _connect(url)
-    await ws.recv()  # connected
-    await ws.send(orjson.dumps({"action": "auth", "params": f"soak-{slot}"}).decode())
-    await ws.recv()  # auth_success
+# What a visit asks for, as JSON texts: shared with tests/test_serve_memory.py, which makes the
+# same visits in-process. Massive's auth and subscribe go after `connected` and `auth_success`.
+
+
+def massive_requests(slot: int, rng: random.Random) -> tuple[str, str]:
+    """(auth, subscribe): Q and T for 1-10 contracts of the pool."""
     picked = rng.sample(MASSIVE_POOL, rng.randint(1, 10))
     params = ",".join(f"{channel}.{s}" for s in picked for channel in ("Q", "T"))
-    await ws.send(orjson.dumps({"action": "subscribe", "params": params}).decode())
+    return (
+        orjson.dumps({"action": "auth", "params": f"soak-{slot}"}).decode(),
+        orjson.dumps({"action": "subscribe", "params": params}).decode(),
+    )
+
+
+def theta_requests(rng: random.Random) -> list[str]:
+    """Quote streams for 1-5 contracts of the pool, with unique, increasing ids."""
+    base = rng.randrange(1_000_000)
+    return [
+        orjson.dumps(
+            {
+                "msg_type": "STREAM",
+                "sec_type": "OPTION",
+                "req_type": "QUOTE",
+                "add": True,
+                "id": base + n,
+                "contract": {
+                    "root": "SPY",
+                    "expiration": expiration,
+                    "strike": strike,
+                    "right": right,
+                },
+            }
+        ).decode()
+        for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5)))
+    ]
+
+
+def amberdata_requests(rng: random.Random) -> list[str]:
+    """Order-book snapshots of 1-5 instruments of the pool."""
+    return [
+        orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": n + 1,
+                "method": "subscribe",
+                "params": [
+                    "market:options:order:snapshots",
+                    {"instrument": instrument, "exchange": "deribit"},
+                ],
+            }
+        ).decode()
+        for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5)))
+    ]
+
+
+async def massive_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
+    ws = await _connect(url)
+    auth, subscribe = massive_requests(slot, rng)
+    await ws.recv()  # connected
+    await ws.send(auth)
+    await ws.recv()  # auth_success
+    await ws.send(subscribe)
     return ws
 
 
 async def theta_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
     ws = await _connect(url)
-    base = rng.randrange(1_000_000)  # unique, increasing ids within a visit
-    for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5))):
-        request = {
-            "msg_type": "STREAM",
-            "sec_type": "OPTION",
-            "req_type": "QUOTE",
-            "add": True,
-            "id": base + n,
-            "contract": {"root": "SPY", "expiration": expiration, "strike": strike, "right": right},
-        }
-        await ws.send(orjson.dumps(request).decode())
+    for request in theta_requests(rng):
+        await ws.send(request)
     return ws
 
 
 async def amberdata_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:
     ws = await _connect(url, {"x-api-key": f"UAK-soak-{slot}"})
-    for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5))):
-        request = {
-            "jsonrpc": "2.0",
-            "id": n + 1,
-            "method": "subscribe",
-            "params": [
-                "market:options:order:snapshots",
-                {"instrument": instrument, "exchange": "deribit"},
-            ],
-        }
-        await ws.send(orjson.dumps(request).decode())
+    for request in amberdata_requests(rng):
+        await ws.send(request)
     return ws
 
 

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import orjson
 import pytest
 import trio
 import trio_websocket
@@ -40,11 +39,22 @@ CHURNED = REMEMBERED + 40  # connections per vendor in a test: more than are rem
 MORE = 60  # then this many more: after CHURNED, the server's objects must not grow with them
 WORKERS = 4
 
-MASSIVE_POOL = [f"O:SPY250620{r}{strike * 1000:08d}" for strike in range(500, 600, 5) for r in "CP"]
-THETA_POOL = [(20250620, strike * 1000, r) for strike in range(500, 600, 10) for r in "CP"]
-AMBERDATA_POOL = [
-    f"BTC-27JUN25-{strike}-{r}" for strike in range(50_000, 110_000, 5_000) for r in "CP"
-]
+
+def _soak_module() -> ModuleType:
+    """bench/soak.py (bench is scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
+    spec = importlib.util.spec_from_file_location("feedlab_soak", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return module
+
+
+soak = _soak_module()  # the soak's clients, pools and requests (bench/soak.py)
+MASSIVE_POOL, THETA_POOL, AMBERDATA_POOL = soak.MASSIVE_POOL, soak.THETA_POOL, soak.AMBERDATA_POOL
 
 
 def _pool(vendor: str) -> list[OptionContract]:
@@ -61,41 +71,19 @@ CORE_BOUND = 2 * len(MASSIVE_POOL)
 
 
 async def _subscribe(
-    vendor: str, ws: trio_websocket.WebSocketConnection, rng: random.Random
+    vendor: str, ws: trio_websocket.WebSocketConnection, slot: int, rng: random.Random
 ) -> None:
     """What bench/soak.py's clients do."""
     if vendor == "massive":
+        auth, subscribe = soak.massive_requests(slot, rng)
         await ws.get_message()  # connected
-        await ws.send_message(orjson.dumps({"action": "auth", "params": "key"}).decode())
+        await ws.send_message(auth)
         await ws.get_message()  # auth_success
-        picked = rng.sample(MASSIVE_POOL, rng.randint(1, 10))
-        params = ",".join(f"{channel}.{s}" for s in picked for channel in ("Q", "T"))
-        await ws.send_message(orjson.dumps({"action": "subscribe", "params": params}).decode())
-    elif vendor == "theta":
-        base = rng.randrange(1_000_000)  # unique, increasing ids within a visit
-        for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5))):
-            contract = {"root": "SPY", "expiration": expiration, "strike": strike, "right": right}
-            request = {
-                "msg_type": "STREAM",
-                "sec_type": "OPTION",
-                "req_type": "QUOTE",
-                "add": True,
-                "id": base + n,
-                "contract": contract,
-            }
-            await ws.send_message(orjson.dumps(request).decode())
-    else:
-        for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5))):
-            request = {
-                "jsonrpc": "2.0",
-                "id": n + 1,
-                "method": "subscribe",
-                "params": [
-                    "market:options:order:snapshots",
-                    {"instrument": instrument, "exchange": "deribit"},
-                ],
-            }
-            await ws.send_message(orjson.dumps(request).decode())
+        await ws.send_message(subscribe)
+        return
+    requests = soak.theta_requests(rng) if vendor == "theta" else soak.amberdata_requests(rng)
+    for request in requests:
+        await ws.send_message(request)
 
 
 async def _visit(server: MockServer, vendor: str, slot: int, rng: random.Random) -> None:
@@ -103,7 +91,7 @@ async def _visit(server: MockServer, vendor: str, slot: int, rng: random.Random)
     headers = [(b"x-api-key", f"UAK-churn-{slot}".encode())] if vendor == "amberdata" else []
     try:
         async with server.connect(f"ws://{vendor}.mock{vendor_spec(vendor).path}", headers) as ws:
-            await _subscribe(vendor, ws, rng)
+            await _subscribe(vendor, ws, slot, rng)
             with trio.move_on_after(rng.uniform(0.05, 0.3)):
                 while True:
                     await ws.get_message()
@@ -226,19 +214,6 @@ async def test_churn_keeps_bounded_state(vendor: str, autojump_clock: trio.abc.C
         nursery.cancel_scope.cancel()
 
 
-def _soak_module() -> ModuleType:
-    """bench/soak.py (bench is scripts, not a package)."""
-    path = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
-    spec = importlib.util.spec_from_file_location("feedlab_soak", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-    return module
-
-
 MIB = 1 << 20
 
 
@@ -257,7 +232,6 @@ def _rss(
 
 def test_soak_verdict_tells_a_high_water_step_from_a_leak() -> None:
     """The soak judges sustained growth: one-time allocator steps pass, a steady leak fails."""
-    soak = _soak_module()
     # Last session's 10-minute runs after warm-up: one step of 18-27 MiB, then flat.
     for step_at in (4.0, 5.0, 6.5, 8.5):
         step = _rss(6.7, 82, 0.0, {step_at - 3.3: 27.0})
