@@ -94,6 +94,16 @@ class Streamer:
                 self.frames += 1
                 self.started.set()
 
+    @classmethod
+    async def streaming(cls, nursery: trio.Nursery, url: str) -> Streamer:
+        """A streamer started in `nursery`, once data flows, measuring from then on."""
+        streamer = cls()
+        nursery.start_soon(streamer.run, url)
+        with trio.fail_after(10):
+            await streamer.started.wait()
+        streamer.measure()
+        return streamer
+
     def measure(self) -> None:
         self.measuring, self.last, self.longest_gap, self.frames = True, time.monotonic(), 0.0, 0
 
@@ -128,11 +138,7 @@ async def read_until_closed(stream: trio.SocketStream, limit: float) -> bool:
 async def test_a_flood_of_websocket_connections_does_not_stall_a_streaming_client() -> None:
     raise_fd_limit(2 * FLOOD + 256)
     async with massive_server() as (server, port), trio.open_nursery() as nursery:
-        streamer = Streamer()
-        nursery.start_soon(streamer.run, f"ws://127.0.0.1:{port}/options")
-        with trio.fail_after(10):
-            await streamer.started.wait()
-        streamer.measure()
+        streamer = await Streamer.streaming(nursery, f"ws://127.0.0.1:{port}/options")
         flood = await open_raw(port, FLOOD, UPGRADE)
         # Every flood connection gets its 101 and the `connected` status.
         with trio.fail_after(30):
@@ -163,11 +169,7 @@ async def test_half_open_connections_time_out_instead_of_piling_up(
     # The server gives a handshake 10 s; a shorter one keeps this test fast.
     monkeypatch.setattr(mocks.server, "HANDSHAKE_TIMEOUT", 1.0)
     async with massive_server() as (server, port), trio.open_nursery() as nursery:
-        streamer = Streamer()
-        nursery.start_soon(streamer.run, f"ws://127.0.0.1:{port}/options")
-        with trio.fail_after(10):
-            await streamer.started.wait()
-        streamer.measure()
+        streamer = await Streamer.streaming(nursery, f"ws://127.0.0.1:{port}/options")
         # Half of them send nothing, half an unfinished upgrade request.
         silent = await open_raw(port, FLOOD // 2, None)
         partial = await open_raw(port, FLOOD // 2, UPGRADE[:40])
@@ -223,11 +225,7 @@ async def test_a_server_out_of_file_descriptors_keeps_serving_and_recovers() -> 
         url = line.split("listening on ", 1)[1].strip()
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         async with trio.open_nursery() as nursery:
-            streamer = Streamer()
-            nursery.start_soon(streamer.run, url)
-            with trio.fail_after(10):
-                await streamer.started.wait()
-            streamer.measure()
+            streamer = await Streamer.streaming(nursery, url)
             flood = []
             for _ in range(FLOOD):
                 # The kernel completes handshakes into the listen backlog while the server
