@@ -396,10 +396,13 @@ class BackgroundMock:
     async def _serve(self) -> None:
         import trio
 
+        from mocks.serve import LIVE_RESOLUTION
         from mocks.testing import run_mock
 
         self._stop = trio.Event()
-        async with run_mock(self.vendor, **self._args) as mock:
+        # A real-clock mock is a live feed, as `feedlab serve` is: events leave as they fall due.
+        args = {"market_resolution": LIVE_RESOLUTION, **self._args}
+        async with run_mock(self.vendor, **args) as mock:
             context = None
             if self.tls:
                 from mocks.tls import CA_FILE_NAME, generate

@@ -272,8 +272,7 @@ def run_record(args: argparse.Namespace) -> int:
 
 def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     """`serve VENDOR --record FILE`: the mock, recording its own sessions in market time."""
-    from mocks.serve import close_all, long_running_server, url, warn_if_exposed
-    from mocks.sim.actor import Market
+    from mocks.serve import close_all, long_running_server, serving_market, url, warn_if_exposed
     from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
 
@@ -290,7 +289,7 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     spec = vendor_spec(vendor)
 
     async def main(writer: RecordingWriter, tls: Tls | None) -> None:
-        market = Market(settings, max_rate=max_rate)
+        market = serving_market(settings, max_rate=max_rate, wall_clock=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)

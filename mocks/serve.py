@@ -28,6 +28,14 @@ SHUTDOWN_GRACE = 2.0  # seconds for clients to answer our 1001 close frames
 # `--rate max` (a benchmark): the market publishes in batches of this much market time, so the
 # cost of each batch (scheduling, routing, waking each connection) spreads over more events.
 MAX_RATE_RESOLUTION = 0.25
+# On the real clock the market publishes what is due at most this often: a live feed sends an
+# event within a few milliseconds of its timestamp at light load, and under heavy load each tick
+# takes longer and carries more (the ticks then follow each other as fast as they are done).
+LIVE_RESOLUTION = 0.002
+# ... and its chunks are smaller than in scenarios (`CHUNK_BUDGET`): a chunk is made in one go
+# while every connection waits, so what it costs (about 2 ms for this much work) is a latency
+# spike every few hundred milliseconds.
+LIVE_CHUNK_BUDGET = 1_500
 # A serving process makes market events by the thousand a tick, nearly all dying young (by
 # reference count: none is part of a cycle); the cyclic GC runs a young collection every this
 # many allocations instead of 700.
@@ -105,6 +113,20 @@ def long_running_server(
     )
 
 
+def serving_market(settings: MarketSettings, *, max_rate: bool, wall_clock: bool) -> Market:
+    """The market `serve` runs: a live feed on the real clock, or `--rate max`'s batches."""
+    if max_rate:
+        return Market(
+            settings, max_rate=True, resolution=MAX_RATE_RESOLUTION, wall_clock=wall_clock
+        )
+    return Market(
+        settings,
+        resolution=LIVE_RESOLUTION,
+        chunk_budget=LIVE_CHUNK_BUDGET,
+        wall_clock=wall_clock,
+    )
+
+
 async def serve_forever(
     vendors: list[str],
     host: str,
@@ -119,12 +141,7 @@ async def serve_forever(
 ) -> None:
     """Serve until SIGINT/SIGTERM. `wall_clock`: `settings.start` is the wall-clock reading the
     market starts at (the command's), not a date of the user's."""
-    market = Market(
-        settings,
-        max_rate=max_rate,
-        resolution=MAX_RATE_RESOLUTION if max_rate else 0.05,
-        wall_clock=wall_clock,
-    )
+    market = serving_market(settings, max_rate=max_rate, wall_clock=wall_clock)
     servers: list[MockServer] = []
     urls: list[str] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, _collector():

@@ -33,15 +33,16 @@ class Market(Actor[None]):
         resolution: float = 0.05,
         max_rate: bool = False,
         wall_clock: bool = False,
+        chunk_budget: int | None = None,
     ) -> None:
         super().__init__("market", mailbox_size=1)
         # `serve`: the settings' start is the command's wall-clock reading, and market time 0 is
         # that instant, however long start-up took (a TLS certificate, the GC's start-up sweep):
         # otherwise every timestamp would lag the wall clock by the start-up time.
         self.wall_clock = wall_clock
-        self.sim = MarketSim(
-            settings, chunk_budget=CHUNK_BUDGET_MAX_RATE if max_rate else CHUNK_BUDGET
-        )
+        if chunk_budget is None:
+            chunk_budget = CHUNK_BUDGET_MAX_RATE if max_rate else CHUNK_BUDGET
+        self.sim = MarketSim(settings, chunk_budget=chunk_budget)
         self.resolution = resolution
         self.max_rate = max_rate
         self.epoch: float | None = None

@@ -1,0 +1,68 @@
+"""`serve`'s market is a live feed: an event reaches the client within one market tick of its
+timestamp (issue 9, item 4), not after a fixed batching delay. Virtual time (Trio's autojump
+clock): the mock's own work takes no time, so what is measured is the schedule alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+import pytest
+import trio
+
+from mocks.serve import LIVE_RESOLUTION, MAX_RATE_RESOLUTION, long_running_server, serving_market
+from mocks.sim.clock import EASTERN
+from mocks.sim.market import MarketSettings
+
+START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
+QUOTES = [f"Q.O:SPY250321{right}00{strike}000" for strike in range(560, 590) for right in "CP"]
+
+
+async def _lateness_ms(rate: float | None, seconds: float) -> tuple[list[float], int]:
+    """Per Massive event: the client's receipt (as a Unix ms reading of the market's clock)
+    minus the event's `t`; and how many frames carried them."""
+    settings = MarketSettings(seed=5, start=START, total_rate=rate)
+    market = serving_market(settings, max_rate=False, wall_clock=False)
+    server = long_running_server("massive", market, (), settings.seed, max_rate=False)
+    late: list[float] = []
+    frames = 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        async with server.connect("ws://massive.mock/options") as ws:
+            await ws.get_message()  # connected
+            await ws.send_message('{"action":"auth","params":"k"}')
+            await ws.get_message()
+            await ws.send_message(
+                orjson.dumps({"action": "subscribe", "params": ",".join(QUOTES)}).decode()
+            )
+            await ws.get_message()  # subscribed
+            with trio.move_on_after(seconds):
+                while True:
+                    events = orjson.loads(await ws.get_message())
+                    received_ms = market.now_ns() / 1e6
+                    frames += 1
+                    late.extend(received_ms - e["t"] for e in events if e["ev"] == "Q")
+        nursery.cancel_scope.cancel()
+    return late, frames
+
+
+@pytest.mark.parametrize("rate", [None, 2_000.0])
+async def test_each_event_reaches_the_client_within_a_tick_of_its_timestamp(
+    autojump_clock: trio.abc.Clock, rate: float | None
+) -> None:
+    """The market publishes what is due every `LIVE_RESOLUTION` and the Massive mock sends a
+    batch as it comes (it used to hold every batch 20 ms for company, on top of 50 ms ticks).
+    `t` is whole milliseconds (truncated), hence the extra millisecond."""
+    late, frames = await _lateness_ms(rate, 5.0)
+    assert len(late) > 100
+    assert min(late) >= 0.0
+    assert max(late) <= LIVE_RESOLUTION * 1000 + 1.0
+    assert frames > 50  # frames go out as events fall due, not in a few big batches
+
+
+def test_max_rate_keeps_its_big_batches() -> None:
+    """`--rate max` is a throughput benchmark: its batches stay large (per-batch costs spread
+    over many events), whatever the live feed's tick is."""
+    market = serving_market(MarketSettings(seed=1), max_rate=True, wall_clock=False)
+    assert market.max_rate and market.resolution == MAX_RATE_RESOLUTION > 50 * LIVE_RESOLUTION
