@@ -14,7 +14,7 @@ What the latency means. Under `serve` the market's clock is the real clock: it s
 wall-clock reading taken when the command starts, and an event's `t` (Unix ms) is that start plus
 the event's market time, so `receipt - t` compares two readings of the same wall clock: it is
 the issue's "latency from the event's timestamp to the client's receipt", with the target applied
-to it directly. The mock publishes what is due every 2 ms at most (`mocks.serve.LIVE_RESOLUTION`)
+to it directly. The mock publishes what is due every 1 ms at most (`mocks.serve.LIVE_RESOLUTION`)
 and sends each batch as it comes; under load a tick takes longer and carries more. `t` is
 truncated to the millisecond, so a figure reads up to 1 ms high.
 

@@ -15,7 +15,6 @@ import errno
 import functools
 import itertools
 import logging
-import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -236,12 +235,16 @@ class Connection:
                     return
                 while True:
                     deadline = session.next_deadline()
-                    at = math.inf if deadline is None else market.trio_time(deadline)
-                    with trio.move_on_at(at) as timer:
-                        await self._wake.wait()
+                    if deadline is None:  # no timer: a cancel scope per wake-up costs as much
+                        await self._wake.wait()  # as the rest of a small frame's way out
+                        timed_out = False
+                    else:
+                        with trio.move_on_at(market.trio_time(deadline)) as timer:
+                            await self._wake.wait()
+                        timed_out = timer.cancelled_caught
                     self._wake = trio.Event()
                     now = market.now()
-                    if timer.cancelled_caught and deadline is not None:
+                    if timed_out and deadline is not None:
                         # Woken by the deadline: it is due, whatever float rounding says.
                         now = max(now, deadline)
                     if not await self._step(session, now):
@@ -356,17 +359,29 @@ class Connection:
             while end < len(frames) and size < COALESCE_BYTES:
                 size += len(frames[end])
                 end += 1
+            data = frames[start] if end == start + 1 else b"".join(frames[start:end])
             try:
-                async with ws._stream_lock:
-                    await self.link.send_all(
-                        frames[start] if end == start + 1 else b"".join(frames[start:end])
-                    )
+                await self._write_locked(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await ws._abort_web_socket()
                 return False
             self._sent_all(sends[start:end])
             start = end
         return True
+
+    async def _write_locked(self, data: bytes) -> None:
+        """Write under trio-websocket's write lock. Taken without a checkpoint when it is free
+        (nearly always): the write itself is one, and a second one per frame cost as much as
+        building the frame."""
+        lock = self.ws._stream_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self.link.send_all(data)
+        finally:
+            lock.release()
 
     def _sent_all(self, sends: list[Send]) -> None:
         """`_sent` for frames that went out together: with no tap or observer to tell frame by

@@ -22,7 +22,7 @@ DELAY_SECONDS = 15 * 60.0  # [doc] "15-minute delayed"
 
 # [inv] Batching: neither the batch size nor the flush interval is documented.
 # A frame leaves with the market batch that filled it (no wait for company): the batches are the
-# market's ticks (every 2 ms at most under `serve`, 50 ms in scenarios) and grow with the load.
+# market's ticks (every 1 ms at most under `serve`, 50 ms in scenarios) and grow with the load.
 FLUSH_INTERVAL = 0.0  # seconds an event may wait for company before its frame goes out
 MAX_BATCH_EVENTS = 500
 MAX_FRAME_BYTES = 256 * 1024  # the official client refuses frames over 1 MiB [src]
