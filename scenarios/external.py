@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import trio
 
+from mocks.serve import LIVE_RESOLUTION
 from mocks.server import Connection
 from mocks.sim.market import MarketSettings
 from mocks.testing import MockService, run_mock
@@ -222,6 +223,7 @@ async def serve_scenario(
         s.vendor,
         seed=s.seed,
         market=market,
+        market_resolution=LIVE_RESOLUTION,  # a served feed is a live one, as `serve` is
         horizon=math.inf,
         api_keys=api_keys,
         max_buffer=max_buffer,
