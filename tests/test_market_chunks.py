@@ -19,6 +19,8 @@ from mocks.sim.clock import EASTERN, MarketClock
 from mocks.sim.contracts import OptionContract
 from mocks.sim.events import Event, OptionQuote, OptionTrade
 from mocks.sim.market import MarketSettings, MarketSim
+from mocks.sim.paths import UnderlyingPath
+from mocks.sim.quoting import ContractProcess
 from mocks.sim.symbols import parse_deribit, parse_occ
 
 START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
@@ -114,8 +116,10 @@ def test_contracts_watched_inside_a_generated_chunk() -> None:
     assert alone == [e for e in events if getattr(e, "contract", None) == BTC]
 
 
-def test_total_rate_changes_at_each_watch_whatever_the_chunks() -> None:
-    plan: Plan = [(0.0, SPY[:2]), (5.25, SPY[2:5]), (5.25, []), (17.0, SPY[5:]), (30.0, [SPXW])]
+def test_total_rate_changes_on_the_rate_grid_whatever_the_chunks() -> None:
+    """Under `total_rate` each watch changes every contract's rate at the next point of the
+    rate grid (tests/test_rate_grid.py); watches on grid points and off them."""
+    plan: Plan = [(0.0, SPY[:2]), (5.3, SPY[2:5]), (5.3, []), (17.0, SPY[5:]), (30.05, [SPXW])]
     events = both(plan, 60.0, 0.25, total_rate=40.0)
     late = [e for e in events if e.ts_ns >= MarketClock(START).unix_ns(31.0)]
     assert len(late) == pytest.approx(40 * 29, rel=0.3)
@@ -204,7 +208,8 @@ def _many(n: int) -> list[OptionContract]:
 
 def _watch_one_by_one(n: int) -> MarketSim:
     """As `serve --rate` sees subscriptions arrive: each watch at its own instant (a rate change
-    for every contract), 50 per message, the market advancing between messages."""
+    for every contract at the next grid point), 50 per message, the market advancing between
+    messages."""
     sim = MarketSim(MarketSettings(seed=2, start=START, total_rate=20.0 * n))
     t = 0.0
     for i, contract in enumerate(_many(n)):
@@ -219,8 +224,8 @@ def _watch_one_by_one(n: int) -> MarketSim:
 
 def test_watching_contracts_one_by_one_costs_linear_work() -> None:
     """Every watch with `total_rate` changes every contract's rate; a contract must not step
-    through every change (2,000 contracts x 2,000 changes) but only the ones that precede its
-    own events."""
+    through every change (2,000 contracts x 2,000 changes, were they not on the rate grid) but
+    only the ones that precede its own events."""
     small, large = _watch_one_by_one(500), _watch_one_by_one(2_000)
     for sim in (small, large):
         work = sim.work
@@ -233,11 +238,16 @@ def test_watching_contracts_one_by_one_costs_linear_work() -> None:
     assert large.work.rate_change_steps < 200_000
 
 
-def test_rate_changes_at_one_instant_are_one_change() -> None:
+def test_rate_changes_at_one_instant_or_in_one_grid_step_are_one_change() -> None:
     sim = MarketSim(MarketSettings(seed=2, start=START, total_rate=100.0))
-    for contract in _many(300):
+    contracts = _many(600)
+    for contract in contracts[:300]:
         sim.watch(contract, at=1.0)
     assert len(sim._rate_changes) == 1
+    step = market.RATE_GRID_NS / 1e9
+    for i, contract in enumerate(contracts[300:]):
+        sim.watch(contract, at=1.0 + step * (0.01 + i / 400))  # inside the next grid step
+    assert [t for t, _ in sim._rate_changes] == [round(1e9), round(1e9 + market.RATE_GRID_NS)]
 
 
 def test_a_chunk_is_a_few_milliseconds_of_work() -> None:
@@ -280,10 +290,11 @@ def test_next_time_does_not_depend_on_the_chunks(always_open: bool) -> None:
     assert narrow == wide
 
 
-def test_watch_after_watch_inside_a_chunk_keeps_the_chunk_at_its_live_size() -> None:
-    """Under `total_rate` every watch is a rate change: the chunk's contracts redo it. What they
-    made before is dead and must not pile up (a chunk's worth per watch: a soak saw 45,000 events
-    held at once where 2,000 were live)."""
+def test_rate_change_after_rate_change_inside_a_chunk_keeps_the_chunk_at_its_live_size() -> None:
+    """A rate change inside the generated chunk (a burst, at its exact time) sends the chunk's
+    contracts back to redo it. What they made before is dead and must not pile up (a chunk's
+    worth per change: a soak, when every watch under `total_rate` was such a change, saw 45,000
+    events held at once where 2,000 were live)."""
     sim = MarketSim(MarketSettings(seed=1, start=START, total_rate=2_000.0))
     contracts = _many(80)
     for contract in contracts[:40]:
@@ -292,9 +303,10 @@ def test_watch_after_watch_inside_a_chunk_keeps_the_chunk_at_its_live_size() -> 
     for i, contract in enumerate(contracts[40:]):
         now = 0.5 + i * 0.001
         sim.watch(contract, at=now)
+        sim.burst(1.5, 0.0005, at=now)
         sim.advance(now)
-        live = sum(
-            s.hi - s.lo for s in [*sim._watched_paths, *sim._ran] if s.chunk == sim._chunk_no
-        )
+        sources: list[UnderlyingPath | ContractProcess] = [*sim._watched_paths, *sim._ran]
+        live = sum(s.hi - s.lo for s in sources if s.chunk == sim._chunk_no)
         assert len(sim._chunk_events) == len(sim._chunk_times) == live
-    assert sim.work.chunks <= 3  # the watches did land inside one chunk
+    assert sim.work.chunks <= 3  # the changes did land inside one chunk ...
+    assert sim.work.rollbacks >= 40 * 30  # ... and sent its contracts back
