@@ -310,3 +310,33 @@ def test_rate_change_after_rate_change_inside_a_chunk_keeps_the_chunk_at_its_liv
         assert len(sim._chunk_events) == len(sim._chunk_times) == live
     assert sim.work.chunks <= 3  # the changes did land inside one chunk ...
     assert sim.work.rollbacks >= 40 * 30  # ... and sent its contracts back
+
+
+def test_a_burst_behind_a_chunk_made_ahead_applies_to_every_contract() -> None:
+    """The market actor asks `next_time` after each batch: once the chunk's events are all out,
+    that makes the next chunk ahead of `now`. A burst that starts now, before that chunk, must
+    change the rates of the contracts generated ahead as it does when nothing was made ahead
+    (where a chunk ends must not decide whether a contract sees a rate change)."""
+
+    def run(look_ahead: bool) -> list[Event]:
+        sim = MarketSim(MarketSettings(seed=6, start=START))
+        for contract in SPY:
+            sim.watch(contract)
+        events = sim.advance(0.001)
+        while True:  # the last event of the chunk, then a moment after it, still inside it
+            last = (sim._merged[-1].ts_ns - sim.clock.start_ns) / 1e9
+            if sim._frontier / 1e9 - last > 0.01:
+                break
+            events += sim.advance(sim._frontier / 1e9)
+        events += sim.advance(last + 0.005)
+        if look_ahead:
+            sim.next_time()  # the next chunk is made, starting at the old frontier
+        sim.burst(6.0, 20.0)
+        t = last + 0.005
+        while t < last + 60.0:
+            t += 0.05
+            events += sim.advance(t)
+        return events
+
+    made_ahead, not_ahead = run(True), run(False)
+    assert made_ahead == not_ahead

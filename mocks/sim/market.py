@@ -222,12 +222,16 @@ class MarketSim:
         # changes in time order, one per instant (the last one made at an instant is the one in
         # force), and their times; `_rollback_at`: the earliest change since the chunk was last
         # rebuilt. `_rate_scale`: the scale that the latest watch computed; `_first_watch`: the
-        # instant of the first one (ns since the start).
+        # instant of the first one (ns since the start). `_changes_made` counts the changes made
+        # so far, and `_change_serials` has that count for each change when it was last made: a
+        # contract that ran after a change was made has taken it (`ContractProcess.changes_seen`).
         self._natural_rate = 0.0
         self._first_watch: int | None = None
         self._rate_scale = 1.0 / max(self.settings.activity, 1e-9)
         self._rate_changes: list[tuple[int, float]] = []
         self._change_times: list[int] = []
+        self._change_serials: list[int] = []
+        self._changes_made = 0
         self._rollback_at: int | None = None
         # Contracts with nothing in the current chunk wait in `_queue` by the time before which
         # they have nothing to say (a lower bound of their next event), so a chunk costs what is
@@ -287,6 +291,7 @@ class MarketSim:
         state.revalue(float(rel), path.price_at(start))
         self._set_rates(state, rel)
         state.set_scale(self._rate_scale)
+        state.changes_seen = self._changes_made  # the changes before `rel` are not for it
         # A contract watched while its market is closed starts at the next open.
         opened = rel if state.always_open else max(rel, self._sessions.after(rel)[0])
         state.tq = opened + rng.expovariate(1.0) * state.inv_q * 0.25  # the first quote, soon
@@ -485,7 +490,7 @@ class MarketSim:
                         del state.marks[:keep], state.mark_times[:keep]
                 state.snapshot()  # a rate change inside the chunk rolls it back to here
                 state.chunk, state.lo = no, len(events)
-                if last_change >= state.gen:
+                if last_change >= state.gen or state.changes_seen < self._changes_made:
                     self._generate(state, end)
                 elif state.always_open:
                     state.run(end, events, times)
@@ -614,12 +619,15 @@ class MarketSim:
         after `now` cannot decide whether a contract sees the change."""
         rel = max(rel, self._consumed + 1)
         times = self._change_times
+        self._changes_made += 1
         i = bisect_right(times, rel)
         if i and times[i - 1] == rel:  # one change per instant: the last one made wins
             self._rate_changes[i - 1] = (rel, scale)
+            self._change_serials[i - 1] = self._changes_made
         else:
             times.insert(i, rel)
             self._rate_changes.insert(i, (rel, scale))
+            self._change_serials.insert(i, self._changes_made)
         if rel < self._frontier:
             if self._rollback_at is None or rel < self._rollback_at:
                 self._rollback_at = rel
@@ -631,7 +639,7 @@ class MarketSim:
         matters to it."""
         drop = bisect_left(self._change_times, start) - 1
         if drop > 0:
-            del self._rate_changes[:drop], self._change_times[:drop]
+            del self._rate_changes[:drop], self._change_times[:drop], self._change_serials[:drop]
 
     def _generate(self, state: ContractProcess, end: int) -> None:
         """Run a contract up to `end`, switching its rates at each rate change.
@@ -641,8 +649,15 @@ class MarketSim:
         events, however many contracts were watched (each one a change with `total_rate`)."""
         times, changes = self._change_times, self._rate_changes
         i = bisect_left(times, state.gen)
-        stop = bisect_left(times, end, i)
         work = self.work
+        if i and self._change_serials[i - 1] > state.changes_seen:
+            # The change in force at `gen` was made after the contract was generated past its
+            # time: a burst that starts behind a chunk `next_time` made ahead. No contract has
+            # had an event since that time (everything before the chunk is out), so taking it
+            # from `gen` on is taking it from its time on.
+            state.set_scale(changes[i - 1][1])
+            work.rate_change_steps += 1
+        stop = bisect_left(times, end, i)
         while i < stop:
             skip = bisect_right(times, min(state.tq, state.tt), i, stop) - 1
             if skip > i:
@@ -653,6 +668,7 @@ class MarketSim:
             i += 1
             work.rate_change_steps += 1
         self._run_sessions(state, end)
+        state.changes_seen = self._changes_made
 
     def _run_sessions(self, state: ContractProcess, end: int) -> None:
         """Run a contract up to `end`; outside market hours its clock stops (processes resume at

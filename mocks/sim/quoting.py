@@ -148,7 +148,7 @@ def _trade_words(seed: int, name: str, block: int) -> list[int]:
 # (Plain tuples while generating; `MarketSim.mark` makes the `Mark` when asked.)
 Valuation = tuple[float, float, float, float]
 # A contract's generator state at its chunk's start: gen, tq, tt, qn, tn, sequence, valuation,
-# delta, gamma, revalue_at, number of marks, standing quote, inv_q, inv_t.
+# delta, gamma, revalue_at, number of marks, standing quote, inv_q, inv_t, changes_seen.
 _Saved = tuple[
     int,
     float,
@@ -164,6 +164,7 @@ _Saved = tuple[
     OptionQuote | None,
     float,
     float,
+    int,
 ]
 
 
@@ -177,6 +178,7 @@ class ContractProcess:
         "always_open",
         "ask_side",
         "bid_side",
+        "changes_seen",
         "chunk",
         "coarse",
         "contract",
@@ -267,6 +269,7 @@ class ContractProcess:
         self.trade_rate = 1.0
         self.inv_q = float(NS)  # mean gaps in ns at the current rate scale
         self.inv_t = float(NS)
+        self.changes_seen = 0  # the market's count of rate changes made when it last ran
         self.tq = math.inf  # time of the next quote ...
         self.tt = math.inf  # ... and of the next trade
         self.qn = 0  # quote words used so far
@@ -298,6 +301,7 @@ class ContractProcess:
             self.standing,
             self.inv_q,
             self.inv_t,
+            self.changes_seen,
         )
 
     def restore(self) -> None:
@@ -317,6 +321,7 @@ class ContractProcess:
             self.standing,
             self.inv_q,
             self.inv_t,
+            self.changes_seen,
         ) = self.saved
         del self.marks[n_marks:], self.mark_times[n_marks:]
         self.qwords = None
