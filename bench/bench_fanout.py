@@ -18,12 +18,15 @@ to it directly. The mock publishes what is due every 1 ms at most (`mocks.serve.
 and sends each batch as it comes; under load a tick takes longer and carries more. `t` is
 truncated to the millisecond, so a figure reads up to 1 ms high.
 
-The baseline, measured in the same run: one connection with the same 50 contracts per
-connection and the same per-connection load (`--rate 250`), so the ratio shows what 200
-connections cost over one.
+The baseline, measured in the same run by the same clients: a bare asyncio `websockets` server
+(`--bare-server`, in this file) that offers the same load, Poisson arrivals at `rate /
+connections` per connection. Every millisecond it sends each connection the events whose time
+has passed, one frame of orjson-encoded Massive quotes and trades: the least a server can do
+with this load on this machine, clients included. For scale, the same per-connection load on
+`--baseline` connections (10) is measured too.
 
     .venv/bin/python bench/bench_fanout.py [--connections 200] [--contracts 50] [--rate 50000]
-        [--processes 2] [--seconds 15]
+        [--processes 2] [--seconds 15] [--baseline 10]
 
 Prints the figures and exits 0 (non-zero only if the mock could not be started or measured):
 a benchmark informs, CI never asserts on wall-clock speed.
@@ -41,7 +44,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -64,19 +69,87 @@ def contract(n: int) -> str:
 # -- the mock --------------------------------------------------------------------------------------
 
 
-def start_mock(rate: int) -> tuple[subprocess.Popen[str], str]:
-    """`feedlab serve massive --port 0 --rate N`; returns the process and its URL."""
-    proc = subprocess.Popen(
-        [str(FEEDLAB), "serve", "massive", "--port", "0", "--rate", str(rate)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def mock_argv(rate: int, connections: int) -> list[str]:
+    """`feedlab serve massive --port 0 --rate N`."""
+    return [str(FEEDLAB), "serve", "massive", "--port", "0", "--rate", str(rate)]
+
+
+def bare_argv(rate: int, connections: int) -> list[str]:
+    """The bare baseline server (this file, `--bare-server`)."""
+    return [sys.executable, __file__, "--bare-server", str(rate), str(connections)]
+
+
+def start_server(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server that prints `... listening on URL`; returns the process and its URL."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
-        raise RuntimeError(f"feedlab serve did not start: {line!r}")
+        raise RuntimeError(f"{argv[1]} did not start: {line!r}")
     return proc, line.split("listening on ", 1)[1].strip()
+
+
+# -- the bare baseline server ----------------------------------------------------------------------
+
+
+async def bare_server(rate: float, connections: int) -> None:
+    """Massive's handshake, then Poisson quotes (and 1 in 30 a trade) on the subscribed
+    contracts at `rate / connections` per connection; every 1 ms each connection gets the
+    events whose time has passed, in one frame."""
+    import random
+
+    import websockets.asyncio.server
+    import websockets.exceptions
+
+    per_connection = rate / connections
+    rng = random.Random(1)
+    subscribed: dict[Any, tuple[list[str], list[float]]] = {}  # ws -> (symbols, [next t])
+
+    async def handler(ws: Any) -> None:
+        await ws.send(b'[{"ev":"status","status":"connected","message":"Connected"}]', text=True)
+        await ws.recv()
+        await ws.send(b'[{"ev":"status","status":"auth_success","message":"ok"}]', text=True)
+        params = orjson.loads(await ws.recv())["params"].split(",")
+        symbols = sorted({p.split(".", 1)[1] for p in params})
+        subscribed[ws] = (symbols, [time.time()])
+        try:
+            await ws.wait_closed()
+        finally:
+            del subscribed[ws]
+
+    async with websockets.asyncio.server.serve(
+        handler, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=1 << 20
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"bare listening on ws://127.0.0.1:{port}/options", flush=True)
+        sequence = 1
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.time()
+            for ws, (symbols, next_t) in list(subscribed.items()):
+                t = next_t[0]
+                events = []
+                while t <= now:
+                    sequence += 1
+                    sym, ms = rng.choice(symbols), int(t * 1000)
+                    if sequence % 30:
+                        events.append(
+                            {"ev": "Q", "sym": sym, "bx": 304, "ax": 302, "bp": 6.44, "ap": 6.87,
+                             "bs": 12, "as": 21, "t": ms, "q": sequence}
+                        )  # fmt: skip
+                    else:
+                        events.append(
+                            {"ev": "T", "sym": sym, "x": 304, "p": 6.5, "s": 3, "c": [227],
+                             "t": ms, "q": sequence}
+                        )  # fmt: skip
+                    t += rng.expovariate(per_connection)
+                next_t[0] = t
+                if events:
+                    try:
+                        await ws.send(orjson.dumps(events), text=True)
+                    except websockets.exceptions.ConnectionClosed:
+                        pass
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -106,7 +179,9 @@ async def one_connection(
     out: dict[str, object],
 ) -> None:
     """Auth, subscribe, read; `ready` when the first event is in; then note every frame
-    received in the window (known only once every connection of every process is ready)."""
+    received in the window (known only once every connection of every process is ready).
+    Until then it reads and drops: a connection that stopped reading while the others got
+    ready would pile up events in the server and measure that instead."""
     import websockets.asyncio.client
 
     latencies: Counter[int] = Counter()
@@ -122,10 +197,9 @@ async def one_connection(
         await ws.send(orjson.dumps({"action": "subscribe", "params": params}).decode())
         while not window.done():
             message = await ws.recv()
-            if '"t":' in str(message):
+            if not ready.is_set() and '"t":' in str(message):
                 ready.set()
-                break
-        start, end = await asyncio.shield(window)
+        start, end = window.result()
         try:
             async with asyncio.timeout(max(0.0, end - time.time())):
                 while True:
@@ -164,7 +238,19 @@ async def client_main(
                 one_connection(url, f"key-{i}", symbols, readies[k], window, results[k])
             )
         )
-    await asyncio.gather(*(r.wait() for r in readies))
+
+    async def ready_or_ended(k: int) -> None:
+        waiter = asyncio.ensure_future(readies[k].wait())
+        await asyncio.wait({waiter, tasks[k]}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+
+    await asyncio.gather(*(ready_or_ended(k) for k in range(count)))
+    ended = [(first + k, t) for k, t in enumerate(tasks) if t.done()]
+    if ended:  # a refused handshake, a closed connection: the setup failed, and why
+        i, task = ended[0]
+        why = repr(task.exception()) if task.exception() else "closed before any event"
+        print(f"{len(ended)} connection(s) failed, the first (#{i}): {why}", flush=True)
+        return {}
     print("ready", flush=True)
     line = await loop.run_in_executor(None, sys.stdin.readline)
     start, end = (float(x) for x in line.split())
@@ -202,6 +288,7 @@ def math_inf() -> float:
 
 
 def run(
+    server: Callable[[int, int], list[str]],
     connections: int,
     contracts: int,
     rate: int,
@@ -211,7 +298,7 @@ def run(
     setup_timeout: float,
 ) -> dict[str, object] | None:
     """One measurement; None if the connections did not all get data within `setup_timeout`."""
-    mock, url = start_mock(rate)
+    proc, url = start_server(server(rate, connections))
     clients: list[subprocess.Popen[str]] = []
     try:
         processes = max(1, min(processes, connections))
@@ -232,10 +319,11 @@ def run(
         for c in clients:
             assert c.stdout is not None
             ready, _, _ = select.select([c.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready or c.stdout.readline().strip() != "ready":
+            said = c.stdout.readline().strip() if ready else ""
+            if said != "ready":
                 print(
                     f"  {connections} connections: not all had data {setup_timeout:g} s after "
-                    f"connecting (mock CPU {cpu_seconds(mock.pid):.0f} s so far)"
+                    f"connecting (server CPU {cpu_seconds(proc.pid):.0f} s so far) {said}"
                 )
                 return None
         setup = time.monotonic() - began
@@ -246,22 +334,22 @@ def run(
             c.stdin.write(f"{start!r} {end!r}\n")
             c.stdin.flush()
         time.sleep(max(0.0, start - time.time()))
-        cpu_start = cpu_seconds(mock.pid)
+        cpu_start = cpu_seconds(proc.pid)
         client_cpu_start = sum(cpu_seconds(c.pid) for c in clients)
         time.sleep(max(0.0, end - time.time()))
-        cpu_used = cpu_seconds(mock.pid) - cpu_start
+        cpu_used = cpu_seconds(proc.pid) - cpu_start
         client_cpu = sum(cpu_seconds(c.pid) for c in clients) - client_cpu_start
         outputs = [c.communicate(timeout=60)[0] for c in clients]
         if any(c.returncode != 0 for c in clients):
             raise RuntimeError("a client process failed")
-        if mock.poll() is not None:
-            raise RuntimeError("the mock died")
+        if proc.poll() is not None:
+            raise RuntimeError("the server died")
     finally:
         for c in clients:
             if c.poll() is None:
                 c.kill()
                 c.wait()
-        stop(mock)
+        stop(proc)
     latencies: Counter[int] = Counter()
     events: list[int] = []
     frames = 0
@@ -277,7 +365,7 @@ def run(
         "events": events,
         "latencies": latencies,
         "frames": frames,
-        "mock_cpu": cpu_used / seconds,
+        "server_cpu": cpu_used / seconds,
         "client_cpu": client_cpu / seconds,
     }
 
@@ -305,13 +393,16 @@ def describe(name: str, r: dict[str, object]) -> float:
             f"{statistics.median(events):,.0f}, max {max(events):,}; starved (none): {starved}"
         )
     print(
-        f"    mock CPU {100 * float(r['mock_cpu']):.0f}% of one core; "  # type: ignore[arg-type]
+        f"    server CPU {100 * float(r['server_cpu']):.0f}% of one core; "  # type: ignore[arg-type]
         f"clients {100 * float(r['client_cpu']):.0f}%"  # type: ignore[arg-type]
     )
     return p99
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--bare-server":
+        asyncio.run(bare_server(float(sys.argv[2]), int(sys.argv[3])))
+        return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         url, first, count, contracts, stride = sys.argv[2:7]
         result = asyncio.run(client_main(url, int(first), int(count), int(contracts), int(stride)))
@@ -326,43 +417,41 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="after every connection has data")
     parser.add_argument("--setup-timeout", type=float, default=120.0)
     parser.add_argument(
-        "--baseline", type=int, default=10, help="connections of the baseline (same load each)"
+        "--baseline", type=int, default=10, help="connections of the small run (same load each)"
     )
     args = parser.parse_args()
     per_connection = args.rate / args.connections
     print(
-        f"fan-out: feedlab serve massive --rate {args.rate}; {args.connections} connections x "
-        f"{args.contracts} contracts (Q and T, all distinct) over {args.processes} asyncio "
-        f"client process(es); {args.seconds:g} s window after {args.warmup:g} s warm-up"
+        f"fan-out: {args.connections} connections x {args.contracts} contracts (Q and T, all "
+        f"distinct) at {args.rate:,} events/s in total, over {args.processes} asyncio client "
+        f"process(es); {args.seconds:g} s window after {args.warmup:g} s warm-up"
     )
+    full_load = (args.connections, args.contracts, args.rate, args.processes, args.seconds)
+    timing = (args.warmup, args.setup_timeout)
+    bare = run(bare_argv, *full_load, *timing)
+    if bare is None:
+        return 1
+    bare_p99 = describe(f"bare asyncio websockets server, {args.connections} connections", bare)
     n = min(args.baseline, args.connections)
-    base = run(
+    small = run(
+        mock_argv,
         n,
         args.contracts,
         round(per_connection * n),
         1,
         min(args.seconds, 10.0),
-        args.warmup,
-        args.setup_timeout,
+        *timing,
     )
-    if base is None:
+    if small is None:
         return 1
-    base_p99 = describe(f"baseline: {n} connections at --rate {per_connection * n:g}", base)
-    full = run(
-        args.connections,
-        args.contracts,
-        args.rate,
-        args.processes,
-        args.seconds,
-        args.warmup,
-        args.setup_timeout,
-    )
+    describe(f"feedlab serve massive, {n} connections at --rate {per_connection * n:g}", small)
+    full = run(mock_argv, *full_load, *timing)
     if full is None:
         return 0  # printed: the mock could not take the load (a finding, not a crash)
-    p99 = describe(f"{args.connections} connections at --rate {args.rate}", full)
+    p99 = describe(f"feedlab serve massive, {args.connections} connections", full)
     print(
-        f"  ratio {args.connections} / {n} connections: p99 t -> receipt {p99:.1f} / "
-        f"{base_p99:.1f} ms ({p99 / base_p99:.1f}x)"
+        f"  ratio feedlab / bare at {args.connections} connections: p99 t -> receipt "
+        f"{p99:.1f} / {bare_p99:.1f} ms ({p99 / bare_p99:.1f}x)"
     )
     return 0
 
