@@ -90,12 +90,14 @@ _CHUNK_MAX_NS = 60 * _NS
 # grid point on, and chunks never reach past it. A subscription storm (thousands of watches a
 # second, each at its own instant) then costs one rate change per grid step, not one regeneration
 # of the chunk per watch; and `--rate N` is reached within a grid step after subscriptions change.
-# Why a quarter of a second: until the grid point, the contracts watched early in a step run at
-# the larger share their watch computed. In a storm of 10,000 watches over 1.5 s that made the
-# first second 9.7 times `--rate` with a 1 s grid and 3 times with this one, while a watch every
-# 50 ms among 10,000 contracts costs about as much with either (a change is one step for each
-# contract that has events).
-RATE_GRID_NS = _NS // 4
+# Why a twentieth of a second: until the grid point, the contracts watched early in a step run at
+# the larger share their watch computed, and the first subscriber has all of `--rate`. 2,000
+# watches over 1.5 s (tests/test_rate_grid.py) made the first second 2.4 times `--rate` with a
+# 0.25 s grid and 1.3 times with this one, for the same contract runs; the extra rate-change
+# steps (one per contract and grid step of the storm: 7,000 -> 25,000) cost little. Under
+# `serve`, 200 clients subscribing at once saw the first one alone get 50,000 events/s for a
+# quarter second, enough to close it as a slow consumer before it had read its first event.
+RATE_GRID_NS = _NS // 20
 # How far `next_time` works ahead looking for the next event before it settles for a lower bound.
 _LOOKAHEAD_NS = 7 * 86_400 * _NS
 
@@ -109,7 +111,7 @@ class MarketSettings:
     consecutive_sequences: bool = False  # vendors document gaps (1, 2, 6, 9); this turns them off
     activity: float = 1.0  # multiplier on every quote and trade rate
     # Events/s over all watched contracts (`serve --rate N`): reached from the first point of the
-    # market's rate grid (every 0.25 s, `RATE_GRID_NS`) after the watched contracts last changed.
+    # market's rate grid (every 50 ms, `RATE_GRID_NS`) after the watched contracts last changed.
     total_rate: float | None = None
     underlying_step: float = 0.5  # seconds between moves of equities and crypto
     index_step: float = 1.0  # seconds between index price reports ("about once a second")
