@@ -72,6 +72,10 @@ class Hub:
             self.unwant_root(conn_id, root)
         self._wakers.pop(conn_id, None)
 
+    def has_interest(self) -> bool:
+        """Does any connection want anything?"""
+        return bool(self._by_contract or self._by_root)
+
     def contracts_of(self, conn_id: int) -> set[OptionContract]:
         return {c for c, ids in self._by_contract.items() if conn_id in ids}
 

@@ -465,7 +465,7 @@ class MockServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The feed actor: split every market batch by connection. Connections run in here too."""
-        batches = self.market.subscribe()
+        batches = self.market.subscribe(interested=self.hub.has_interest)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()

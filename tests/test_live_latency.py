@@ -66,3 +66,34 @@ def test_max_rate_keeps_its_big_batches() -> None:
     over many events), whatever the live feed's tick is."""
     market = serving_market(MarketSettings(seed=1), max_rate=True, wall_clock=False)
     assert market.max_rate and market.resolution == MAX_RATE_RESOLUTION > 50 * LIVE_RESOLUTION
+
+
+async def test_max_rate_idles_once_every_client_has_gone() -> None:
+    """`--rate max` produces as fast as its clients drain. With none left it stops (it used to
+    keep a core busy until the process ended: its contracts stay watched) and the next client
+    gets events again. Trio's real clock: the market would otherwise run on in any pause."""
+    settings = MarketSettings(seed=1, start=START)
+    market = serving_market(settings, max_rate=True, wall_clock=False)
+    server = long_running_server("massive", market, (), settings.seed, max_rate=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        for _ in range(2):  # the second client comes after the first has gone
+            async with server.connect("ws://massive.mock/options") as ws:
+                await ws.get_message()  # connected
+                await ws.send_message('{"action":"auth","params":"k"}')
+                await ws.get_message()
+                await ws.send_message(
+                    orjson.dumps({"action": "subscribe", "params": ",".join(QUOTES)}).decode()
+                )
+                await ws.get_message()  # subscribed
+                with trio.fail_after(10):
+                    assert orjson.loads(await ws.get_message())[0]["ev"] == "Q"
+            with trio.fail_after(10):
+                while server.hub.has_interest():
+                    await trio.sleep(0.01)
+            await trio.sleep(0.05)  # a batch made before the last client left may still go out
+            idle_at = market.sim.now
+            await trio.sleep(0.3)
+            assert market.sim.now == idle_at
+        nursery.cancel_scope.cancel()

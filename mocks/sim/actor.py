@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -47,6 +48,8 @@ class Market(Actor[None]):
         self.max_rate = max_rate
         self.epoch: float | None = None
         self._subscribers: list[trio.MemorySendChannel[Batch]] = []
+        # What each subscriber says when asked whether anyone wants events now (`subscribe`).
+        self._interest: list[Callable[[], bool]] = []
 
     @property
     def clock(self) -> MarketClock:
@@ -69,15 +72,27 @@ class Market(Actor[None]):
     def now_ns(self) -> int:
         return self.sim.clock.unix_ns(self.now())
 
-    def subscribe(self, buffer: int = 16) -> trio.MemoryReceiveChannel[Batch]:
+    def subscribe(
+        self, buffer: int = 16, interested: Callable[[], bool] | None = None
+    ) -> trio.MemoryReceiveChannel[Batch]:
+        """A channel of every batch. `interested` tells whether the subscriber has anyone to
+        pass events to: with `max_rate` the market works only while some subscriber has (a
+        market watched by clients that have all gone would otherwise keep a core busy)."""
         send, receive = trio.open_memory_channel[Batch](buffer)
         self._subscribers.append(send)
+        if interested is not None:
+            self._interest.append(interested)
         return receive
+
+    def _wanted(self) -> bool:
+        return not self._interest or any(interested() for interested in self._interest)
 
     # What the hub calls. Watching takes effect at the caller's "now", whatever the market task
     # has already processed, so the outcome does not depend on task scheduling.
     def watch(self, contract: OptionContract) -> bool:
         if self.sim.is_watched(contract):
+            if self.max_rate:  # it may be idle for want of interest (`_wanted`)
+                self.tell_nowait(None)
             return True
         ok = self.sim.watch(contract, at=self.now())
         self.tell_nowait(None)
@@ -97,7 +112,7 @@ class Market(Actor[None]):
         while True:
             next_t = self.sim.next_time()
             if self.max_rate:
-                if next_t is None:
+                if next_t is None or not self._wanted():
                     await self._inbox.receive()
                     continue
                 until = next_t + self.resolution
