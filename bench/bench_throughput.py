@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -207,15 +208,17 @@ def layer_main(vendor: str, layer: bool) -> None:
     from mocks.server import MockServer
     from mocks.sim.actor import Market
     from mocks.sim.market import MarketSettings
-    from mocks.transport import Link
+    from mocks.transport import Link, direct_socket, send_direct
     from mocks.vendors import vendor_spec
 
     class NoLink(Link):
-        """No byte-fault layer: reads and writes go straight to the socket's own methods."""
+        """No byte-fault layer: reads go straight to the stream, writes as `Link` writes when
+        no switch is on (`send_direct`), without looking at the switches."""
 
         def __init__(self, stream: trio.abc.Stream, rng: Any = None) -> None:
             super().__init__(stream, rng)
-            setattr(self, "send_all", stream.send_all)  # noqa: B010 - instance beats class
+            send_all = functools.partial(send_direct, stream, direct_socket(stream))
+            setattr(self, "send_all", send_all)  # noqa: B010 - instance beats class
             setattr(self, "receive_some", stream.receive_some)  # noqa: B010
 
     if not layer:
