@@ -42,6 +42,10 @@ class MessageFilter(Protocol):
     """Where message-level faults act: on market events before the session renders them, and
     on each rendered frame before it is sent. `mocks.director.MessageFaults` is the real one."""
 
+    @property
+    def quiet(self) -> bool:
+        """True while no fault is on: `on_events` and `on_frame` would change nothing."""
+
     def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]: ...
 
     def on_frame(self, conn: Connection, frame: Send) -> Send: ...
@@ -286,7 +290,7 @@ class Connection:
             events, self._events = self._events, []
             self._drained.set()
             faults = self.server.faults
-            if faults is not None:
+            if faults is not None and not faults.quiet:
                 events = faults.on_events(self, events, now)
             if events and not await self._perform(session.publish(events, now)):
                 return False
@@ -310,7 +314,7 @@ class Connection:
         batch: list[Send] = []
         for action in actions:
             if isinstance(action, Send):
-                if faults is not None:
+                if faults is not None and not faults.quiet:
                     action = faults.on_frame(self, action)
                 if plain:
                     batch.append(action)
