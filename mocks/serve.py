@@ -25,6 +25,11 @@ from mocks.sim.market import MarketSettings
 from mocks.vendors import vendor_spec
 
 SHUTDOWN_GRACE = 2.0  # seconds for clients to answer our 1001 close frames
+# `serve` looks this often at how late the market published, and says so on stderr when a batch
+# went out more than `LAG_WARNING` after it was due: the process is short of CPU, and latency a
+# client measures then is the mock's (bench_fanout at 200 connections: 50-150 ms).
+LAG_PERIOD = 10.0
+LAG_WARNING = 0.05
 # `--rate max` (a benchmark): the market publishes in batches of this much market time, so the
 # cost of each batch (scheduling, routing, waking each connection) spreads over more events.
 MAX_RATE_RESOLUTION = 0.25
@@ -128,6 +133,23 @@ def serving_market(settings: MarketSettings, *, max_rate: bool, wall_clock: bool
     )
 
 
+async def warn_when_behind(
+    market: Market, period: float = LAG_PERIOD, threshold: float = LAG_WARNING
+) -> None:
+    """Every `period` seconds: one line on stderr if the market fell behind the clock."""
+    while True:
+        await trio.sleep(period)
+        lag, market.worst_lag = market.worst_lag, 0.0
+        if lag > threshold:
+            print(
+                f"feedlab serve: behind the clock: events went out up to {lag * 1000:.0f} ms "
+                f"after they were due in the last {period:g} s (short of CPU: latency measured "
+                "now is the mock's, not the client's)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 async def serve_forever(
     vendors: list[str],
     host: str,
@@ -148,6 +170,8 @@ async def serve_forever(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, _collector():
         async with trio.open_nursery() as nursery:
             await nursery.start(market.run)
+            if not max_rate:  # `--rate max` has no clock to keep up with
+                nursery.start_soon(warn_when_behind, market)
             for name in vendors:
                 spec = vendor_spec(name)
                 server = long_running_server(name, market, api_keys, settings.seed, max_rate)

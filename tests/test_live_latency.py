@@ -1,18 +1,27 @@
 """`serve`'s market is a live feed: an event reaches the client within one market tick of its
 timestamp (issue 9, item 4), not after a fixed batching delay. Virtual time (Trio's autojump
-clock): the mock's own work takes no time, so what is measured is the schedule alone."""
+clock): the mock's own work takes no time, so what is measured is the schedule alone. On the
+real clock: `--rate max` rests without clients, and `serve` says when it falls behind."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import orjson
 import pytest
 import trio
 
-from mocks.serve import LIVE_RESOLUTION, MAX_RATE_RESOLUTION, long_running_server, serving_market
+from mocks.serve import (
+    LIVE_RESOLUTION,
+    MAX_RATE_RESOLUTION,
+    long_running_server,
+    serving_market,
+    warn_when_behind,
+)
 from mocks.sim.clock import EASTERN
 from mocks.sim.market import MarketSettings
+from mocks.sim.symbols import parse_occ
 
 START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
 QUOTES = [f"Q.O:SPY250321{right}00{strike}000" for strike in range(560, 590) for right in "CP"]
@@ -97,3 +106,40 @@ async def test_max_rate_idles_once_every_client_has_gone() -> None:
             await trio.sleep(0.3)
             assert market.sim.now == idle_at
         nursery.cancel_scope.cancel()
+
+
+async def test_serve_is_silent_while_the_market_keeps_up(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Virtual time: the mock's work takes none, so every batch goes out when due."""
+    market = serving_market(MarketSettings(seed=1, start=START), max_rate=False, wall_clock=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        for symbol in QUOTES:
+            market.watch(parse_occ(symbol.removeprefix("Q.")))
+        nursery.start_soon(warn_when_behind, market, 1.0, 0.0)
+        await trio.sleep(5.5)
+        assert market.sim.now > 5.0 and market.worst_lag < 1e-9
+        nursery.cancel_scope.cancel()
+    assert capsys.readouterr().err == ""
+
+
+async def test_serve_says_when_the_market_falls_behind_the_clock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real clock, and a process short of CPU, played by blocking the event loop for 0.3 s:
+    the next batch goes out about 300 ms after it was due, and `serve` says so on stderr."""
+    market = serving_market(MarketSettings(seed=1, start=START), max_rate=False, wall_clock=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        for symbol in QUOTES:
+            market.watch(parse_occ(symbol.removeprefix("Q.")))
+        nursery.start_soon(warn_when_behind, market, 0.5, 0.2)
+        await trio.sleep(0.1)
+        time.sleep(0.3)  # the point: nothing else runs meanwhile
+        await trio.sleep(0.6)
+        nursery.cancel_scope.cancel()
+    err = capsys.readouterr().err
+    assert "feedlab serve: behind the clock: events went out up to " in err
+    late_ms = int(err.split("up to ", 1)[1].split(" ms", 1)[0])
+    assert 250 <= late_ms < 2_000

@@ -47,6 +47,9 @@ class Market(Actor[None]):
         self.resolution = resolution
         self.max_rate = max_rate
         self.epoch: float | None = None
+        # On the clock (not `max_rate`): the most a batch went out after it was due, in seconds,
+        # since whoever reads it last set it to 0 (`feedlab serve` warns when it grows).
+        self.worst_lag = 0.0
         self._subscribers: list[trio.MemorySendChannel[Batch]] = []
         # What each subscriber says when asked whether anyone wants events now (`subscribe`).
         self._interest: list[Callable[[], bool]] = []
@@ -117,8 +120,10 @@ class Market(Actor[None]):
                     continue
                 until = next_t + self.resolution
             else:
-                await self._sleep_until_due(next_t, published + self.resolution)
+                due = await self._sleep_until_due(next_t, published + self.resolution)
                 until = self.now()
+                if until - due > self.worst_lag:
+                    self.worst_lag = until - due
             batch = self.sim.advance(until)
             published = until
             if batch:
@@ -127,9 +132,10 @@ class Market(Actor[None]):
             elif self.max_rate:
                 await trio.sleep(0)
 
-    async def _sleep_until_due(self, next_t: float | None, earliest: float) -> None:
+    async def _sleep_until_due(self, next_t: float | None, earliest: float) -> float:
         """Sleep until the next event is due, but not before `earliest` (one batch per
-        `resolution`, counted from the last batch).
+        `resolution`, counted from the last batch); returns the market time it meant to wake
+        at. A process short of CPU wakes later than that.
 
         A watch wakes the actor: its contract may be due sooner. Only then is the market asked
         again, and only if the wake-up was set later than `earliest`: otherwise nothing can bring
@@ -141,7 +147,7 @@ class Market(Actor[None]):
             with trio.move_on_at(self.trio_time(wake)) as sleep:
                 await self._inbox.receive()
             if sleep.cancelled_caught:
-                return
+                return wake
             if wake > earliest:
                 next_t = self.sim.next_time()
                 wake = math.inf if next_t is None else max(next_t, earliest)
