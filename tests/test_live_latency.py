@@ -11,6 +11,7 @@ import time
 import orjson
 import pytest
 import trio
+import trio_websocket
 
 from mocks.serve import (
     LIVE_RESOLUTION,
@@ -19,12 +20,24 @@ from mocks.serve import (
     serving_market,
     warn_when_behind,
 )
+from mocks.sim.actor import Market
 from mocks.sim.clock import EASTERN
 from mocks.sim.market import MarketSettings
 from mocks.sim.symbols import parse_occ
 
 START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
 QUOTES = [f"Q.O:SPY250321{right}00{strike}000" for strike in range(560, 590) for right in "CP"]
+
+
+async def _subscribe_to_quotes(ws: trio_websocket.WebSocketConnection) -> None:
+    """Massive's handshake, then `QUOTES`."""
+    await ws.get_message()  # connected
+    await ws.send_message('{"action":"auth","params":"k"}')
+    await ws.get_message()
+    await ws.send_message(
+        orjson.dumps({"action": "subscribe", "params": ",".join(QUOTES)}).decode()
+    )
+    await ws.get_message()  # subscribed
 
 
 async def _lateness_ms(rate: float | None, seconds: float) -> tuple[list[float], int]:
@@ -39,13 +52,7 @@ async def _lateness_ms(rate: float | None, seconds: float) -> tuple[list[float],
         await nursery.start(market.run)
         await nursery.start(server.run)
         async with server.connect("ws://massive.mock/options") as ws:
-            await ws.get_message()  # connected
-            await ws.send_message('{"action":"auth","params":"k"}')
-            await ws.get_message()
-            await ws.send_message(
-                orjson.dumps({"action": "subscribe", "params": ",".join(QUOTES)}).decode()
-            )
-            await ws.get_message()  # subscribed
+            await _subscribe_to_quotes(ws)
             with trio.move_on_after(seconds):
                 while True:
                     events = orjson.loads(await ws.get_message())
@@ -89,13 +96,7 @@ async def test_max_rate_idles_once_every_client_has_gone() -> None:
         await nursery.start(server.run)
         for _ in range(2):  # the second client comes after the first has gone
             async with server.connect("ws://massive.mock/options") as ws:
-                await ws.get_message()  # connected
-                await ws.send_message('{"action":"auth","params":"k"}')
-                await ws.get_message()
-                await ws.send_message(
-                    orjson.dumps({"action": "subscribe", "params": ",".join(QUOTES)}).decode()
-                )
-                await ws.get_message()  # subscribed
+                await _subscribe_to_quotes(ws)
                 with trio.fail_after(10):
                     assert orjson.loads(await ws.get_message())[0]["ev"] == "Q"
             with trio.fail_after(10):
@@ -108,15 +109,21 @@ async def test_max_rate_idles_once_every_client_has_gone() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def _live_market_watching_quotes(nursery: trio.Nursery) -> Market:
+    """`serve`'s live market, running in `nursery`, with `QUOTES` watched (no server)."""
+    market = serving_market(MarketSettings(seed=1, start=START), max_rate=False, wall_clock=False)
+    await nursery.start(market.run)
+    for symbol in QUOTES:
+        market.watch(parse_occ(symbol.removeprefix("Q.")))
+    return market
+
+
 async def test_serve_is_silent_while_the_market_keeps_up(
     autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Virtual time: the mock's work takes none, so every batch goes out when due."""
-    market = serving_market(MarketSettings(seed=1, start=START), max_rate=False, wall_clock=False)
     async with trio.open_nursery() as nursery:
-        await nursery.start(market.run)
-        for symbol in QUOTES:
-            market.watch(parse_occ(symbol.removeprefix("Q.")))
+        market = await _live_market_watching_quotes(nursery)
         nursery.start_soon(warn_when_behind, market, 1.0, 0.0)
         await trio.sleep(5.5)
         assert market.sim.now > 5.0 and market.worst_lag < 1e-9
@@ -129,11 +136,8 @@ async def test_serve_says_when_the_market_falls_behind_the_clock(
 ) -> None:
     """Real clock, and a process short of CPU, played by blocking the event loop for 0.3 s:
     the next batch goes out about 300 ms after it was due, and `serve` says so on stderr."""
-    market = serving_market(MarketSettings(seed=1, start=START), max_rate=False, wall_clock=False)
     async with trio.open_nursery() as nursery:
-        await nursery.start(market.run)
-        for symbol in QUOTES:
-            market.watch(parse_occ(symbol.removeprefix("Q.")))
+        market = await _live_market_watching_quotes(nursery)
         nursery.start_soon(warn_when_behind, market, 0.5, 0.2)
         await trio.sleep(0.1)
         time.sleep(0.3)  # the point: nothing else runs meanwhile
