@@ -272,7 +272,14 @@ def run_record(args: argparse.Namespace) -> int:
 
 def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     """`serve VENDOR --record FILE`: the mock, recording its own sessions in market time."""
-    from mocks.serve import close_all, long_running_server, serving_market, url, warn_if_exposed
+    from mocks.serve import (
+        close_all,
+        long_running_server,
+        serving_market,
+        url,
+        warn_if_exposed,
+        warn_when_behind,
+    )
     from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
 
@@ -294,6 +301,8 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)
                 await nursery.start(market.run)
+                if not max_rate:
+                    nursery.start_soon(warn_when_behind, market)
                 server = long_running_server(
                     vendor, market, tuple(args.api_keys), args.seed, max_rate
                 )
