@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio_websocket
 
+import mocks.serve
 from mocks.serve import (
     LIVE_RESOLUTION,
     MAX_RATE_RESOLUTION,
@@ -147,3 +148,24 @@ async def test_serve_says_when_the_market_falls_behind_the_clock(
     assert "feedlab serve: behind the clock: events went out up to " in err
     late_ms = int(err.split("up to ", 1)[1].split(" ms", 1)[0])
     assert 250 <= late_ms < 2_000
+
+
+@pytest.mark.parametrize("max_rate", [False, True])
+async def test_serve_looks_out_for_lateness_on_the_clock_only(
+    monkeypatch: pytest.MonkeyPatch, max_rate: bool
+) -> None:
+    """`feedlab serve` runs `warn_when_behind` on its market; `--rate max` has no clock to keep."""
+    looked_at: list[Market] = []
+
+    async def spy(market: Market) -> None:
+        looked_at.append(market)
+
+    monkeypatch.setattr(mocks.serve, "warn_when_behind", spy)
+    settings = MarketSettings(seed=1, start=START)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            mocks.serve.serve_forever, ["massive"], "127.0.0.1", 0, settings, (), max_rate
+        )
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert len(looked_at) == (0 if max_rate else 1)
