@@ -74,8 +74,8 @@ class MessageFaults:
 
     @property
     def quiet(self) -> bool:
-        """Nothing to do to any event or frame: the server skips the filter (at Theta's one
-        message per frame, a call per frame cost a tenth of `--rate max` throughput)."""
+        """Nothing to do to any event or frame: the server skips the filter, which at Theta's
+        one message per frame would be called 100,000 times a second under `--rate max`."""
         return not self.active and not self._offsets
 
     def add(self, active: _Active) -> None:

@@ -27,7 +27,7 @@ from mocks.vendors import vendor_spec
 SHUTDOWN_GRACE = 2.0  # seconds for clients to answer our 1001 close frames
 # `serve` looks this often at how late the market published, and says so on stderr when a batch
 # went out more than `LAG_WARNING` after it was due: the process is short of CPU, and latency a
-# client measures then is the mock's (bench_fanout at 200 connections: 50-150 ms).
+# client measures then is the mock's (bench_fanout at 200 connections: p99 55-150 ms).
 LAG_PERIOD = 10.0
 LAG_WARNING = 0.05
 # `--rate max` (a benchmark): the market publishes in batches of this much market time, so the
