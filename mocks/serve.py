@@ -37,10 +37,12 @@ MAX_RATE_RESOLUTION = 0.25
 # event within a few milliseconds of its timestamp at light load, and under heavy load each tick
 # takes longer and carries more (the ticks then follow each other as fast as they are done).
 LIVE_RESOLUTION = 0.001
-# ... and its chunks are smaller than in scenarios (`CHUNK_BUDGET`): a chunk is made in one go
-# while every connection waits, so what it costs (1-2 ms for this much work) is a latency spike
-# every few hundred milliseconds. (Measured with 10 clients at 2,500 events/s in all: 2 ms ticks
-# and 1,500 gave p99 6.4 ms from `t` to receipt, these 3.8-4.3 ms, for the same CPU.)
+# ... and its chunks are smaller than in scenarios (`CHUNK_BUDGET`): a chunk made at once is made
+# in one go while every connection waits, so what it costs (1-2 ms for this much work) is a
+# latency spike every few hundred milliseconds. (Measured with 10 clients at 2,500 events/s in
+# all: 2 ms ticks and 1,500 gave p99 6.4 ms from `t` to receipt, these 3.8-4.3 ms, for the same
+# CPU.) With more than about 100 contracts that budget makes the market stagger its chunks
+# instead (`mocks.sim.market`), which spreads the work over time whatever the budget.
 LIVE_CHUNK_BUDGET = 1_000
 # A serving process makes market events by the thousand a tick, nearly all dying young (by
 # reference count: none is part of a cycle); the cyclic GC runs a young collection every this

@@ -1,14 +1,15 @@
 """The market works ahead in chunks: chunking must never show in what it produces.
 
-Each test runs the same market twice, once with chunks far apart and once with chunks cut every
+Each test runs the same market more than once, with chunks far apart and with chunks cut every
 few milliseconds of market time (and small blocks of random words, so that streams cross many
-block boundaries), and compares every event.
+block boundaries), chunks made at once and made contract by contract, and compares every event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,8 +20,6 @@ from mocks.sim.clock import EASTERN, MarketClock
 from mocks.sim.contracts import OptionContract
 from mocks.sim.events import Event, OptionQuote, OptionTrade
 from mocks.sim.market import MarketSettings, MarketSim
-from mocks.sim.paths import UnderlyingPath
-from mocks.sim.quoting import ContractProcess
 from mocks.sim.symbols import parse_deribit, parse_occ
 
 START = dt.datetime(2025, 3, 14, 9, 30, tzinfo=EASTERN)
@@ -30,18 +29,20 @@ BTC = parse_deribit("BTC-28MAR25-60000-C")
 
 
 @contextmanager
-def chunks(seconds: float) -> Iterator[None]:
-    """Chunks of `seconds` of market time, and small blocks of random words (so that streams
-    cross many block boundaries)."""
+def chunks(seconds: float, at_once: bool = False) -> Iterator[None]:
+    """Chunks of `seconds` of market time, made at once or contract by contract, and small
+    blocks of random words (so that streams cross many block boundaries)."""
     saved = (
         market._CHUNK_EVENTS_PER_INSTRUMENT,
         market._CHUNK_MIN_NS,
         market._CHUNK_MAX_NS,
+        market._EAGER_EVENTS_PER_RUN,
         quoting.QUOTE_BLOCK,
         quoting.TRADE_BLOCK,
     )
     market._CHUNK_EVENTS_PER_INSTRUMENT = 0
     market._CHUNK_MIN_NS = market._CHUNK_MAX_NS = round(seconds * 1e9)
+    market._EAGER_EVENTS_PER_RUN = 0 if at_once else 1_000_000_000
     quoting.QUOTE_BLOCK, quoting.TRADE_BLOCK = 7, 3
     try:
         yield
@@ -50,6 +51,7 @@ def chunks(seconds: float) -> Iterator[None]:
             market._CHUNK_EVENTS_PER_INSTRUMENT,
             market._CHUNK_MIN_NS,
             market._CHUNK_MAX_NS,
+            market._EAGER_EVENTS_PER_RUN,
             quoting.QUOTE_BLOCK,
             quoting.TRADE_BLOCK,
         ) = saved
@@ -87,14 +89,16 @@ def both(
     start: dt.datetime = START,
     **settings: object,
 ) -> list[Event]:
-    """The stream with one chunk for the whole run, sliced coarsely, and with `small` chunks,
-    sliced finely: they must be the same, event for event."""
-    with chunks(until + 1.0):
+    """The stream with one chunk for the whole run, sliced coarsely, and with `small` chunks
+    (made at once, and contract by contract), sliced finely: they must be the same, event for
+    event."""
+    with chunks(until + 1.0, at_once=True):
         wide = play(plan, until, 10 * window, start, **settings)
-    with chunks(small):
-        narrow = play(plan, until, window, start, **settings)
-    assert len(narrow) == len(wide)
-    assert digest(narrow) == digest(wide)
+    for at_once in (True, False):
+        with chunks(small, at_once):
+            narrow = play(plan, until, window, start, **settings)
+        assert len(narrow) == len(wide)
+        assert digest(narrow) == digest(wide)
     return wide
 
 
@@ -139,8 +143,9 @@ def test_market_hours_across_closes_whatever_the_chunks() -> None:
     assert any(getattr(e, "contract", None) == SPY[1] for e in events)
 
 
-def test_last_quote_and_mark_follow_what_was_returned() -> None:
-    with chunks(5.0):
+@pytest.mark.parametrize("at_once", [True, False])
+def test_last_quote_and_mark_follow_what_was_returned(at_once: bool) -> None:
+    with chunks(5.0, at_once):
         sim = MarketSim(MarketSettings(seed=3, start=START))
         sim.watch(SPY[4])
         standing: OptionQuote | None = None
@@ -230,7 +235,9 @@ def test_watching_contracts_one_by_one_costs_linear_work() -> None:
     for sim in (small, large):
         work = sim.work
         assert work.rate_change_steps <= 2 * work.events + work.runs
-        assert len(sim._rate_changes) == 1  # all in the past: only the one in force is kept
+        # All in the past: only the one in force is kept, and any made since the earliest
+        # run that a change could still send back began (staggered runs reach ahead).
+        assert len(sim._rate_changes) <= 2
     # 4x the contracts (and 4x the events): about 4x the steps, where stepping every contract
     # through every change would be 16x (and 4,000,000 steps)
     per_event = [s.work.rate_change_steps / s.work.events for s in (small, large)]
@@ -283,11 +290,11 @@ def test_next_time_does_not_depend_on_the_chunks(always_open: bool) -> None:
             out.append((t, len(batch)))
         return out
 
-    with chunks(0.02):
-        narrow = wakes()
-    with chunks(5_000.0):
+    with chunks(5_000.0, at_once=True):
         wide = wakes()
-    assert narrow == wide
+    for at_once in (True, False):
+        with chunks(0.02, at_once):
+            assert wakes() == wide
 
 
 def test_rate_change_after_rate_change_inside_a_chunk_keeps_the_chunk_at_its_live_size() -> None:
@@ -305,9 +312,14 @@ def test_rate_change_after_rate_change_inside_a_chunk_keeps_the_chunk_at_its_liv
         sim.watch(contract, at=now)
         sim.burst(1.5, 0.0005, at=now)
         sim.advance(now)
-        sources: list[UnderlyingPath | ContractProcess] = [*sim._watched_paths, *sim._ran]
-        live = sum(s.hi - s.lo for s in sources if s.chunk == sim._chunk_no)
-        assert len(sim._chunk_events) == len(sim._chunk_times) == live
+        # What is held to be returned is what the contracts' latest runs made after `now`,
+        # once each, and nothing of the runs redone.
+        assert len({id(s) for s in sim._ran}) == len(sim._ran)
+        due = sim._consumed + 1.0
+        live = sum(len(s.times) - bisect_left(s.times, due) for s in sim._ran)
+        returned = sim._view_pos  # (of the bucket last split, still in it)
+        assert sum(len(b) for b in sim._bucket_events) - returned == live
+        assert sum(len(b) for b in sim._bucket_times) - returned == live
     assert sim.work.chunks <= 3  # the changes did land inside one chunk ...
     assert sim.work.rollbacks >= 40 * 30  # ... and sent its contracts back
 
@@ -324,7 +336,8 @@ def test_a_burst_behind_a_chunk_made_ahead_applies_to_every_contract() -> None:
             sim.watch(contract)
         events = sim.advance(0.001)
         while True:  # the last event of the chunk, then a moment after it, still inside it
-            last = (sim._merged[-1].ts_ns - sim.clock.start_ns) / 1e9
+            sim._run_due(float(sim._frontier))  # every contract with something in the chunk
+            last = max(s.times[-1] for s in sim._ran if s.times) // 1 / 1e9
             if sim._frontier / 1e9 - last > 0.01:
                 break
             events += sim.advance(sim._frontier / 1e9)
@@ -340,3 +353,54 @@ def test_a_burst_behind_a_chunk_made_ahead_applies_to_every_contract() -> None:
 
     made_ahead, not_ahead = run(True), run(False)
     assert made_ahead == not_ahead
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_reports_at_the_same_instant_come_in_root_order_whenever_watched(at_once: bool) -> None:
+    """Index levels are reported on the same one-second grid, so two indices' reports share
+    their instants; those ties (like any) come out in instrument order, underlyings by root,
+    not in the order the underlyings were watched or made."""
+    with chunks(30.0, at_once):  # NDX is watched inside the chunk SPX's reports were made for
+        sim = MarketSim(MarketSettings(seed=8, start=START))
+        sim.watch_underlying("SPX")
+        events = sim.advance(2.3)
+        sim.watch_underlying("NDX")
+        events += sim.advance(25.0)
+    at: dict[int, list[str]] = {}
+    for e in events:
+        at.setdefault(e.ts_ns, []).append(e.root)  # type: ignore[union-attr]
+    shared = [roots for roots in at.values() if len(roots) > 1]
+    assert len(shared) > 10
+    assert all(roots == ["NDX", "SPX"] for roots in shared)
+
+
+def test_rate_changes_reach_the_runs_made_beyond_the_chunk() -> None:
+    """Chunks made contract by contract run each contract up to a chunk length beyond the
+    frontier. Rate changes there (bursts, and under `total_rate` a watch after a quiet spell)
+    must send those runs back exactly as they do inside a chunk made at once: the streams are
+    the same whatever the chunks, however the changes fall."""
+    # (when asked, factor, duration, starting this much later)
+    bursts = [(3.0, 4.0, 1.5, 0.0), (3.7, 2.0, 0.8, 0.0), (9.013, 6.0, 0.05, 0.0)]
+    bursts += [(9.2, 0.5, 2.0, 0.0), (16.0, 2.5, 1.0, 0.55), (17.5, 3.0, 0.5, 0.045)]
+    watches = {0.0: SPY[:6], 6.0: SPY[6:], 9.1: [SPXW], 14.02: [BTC]}
+
+    def run(seconds: float, at_once: bool, window: float) -> list[Event]:
+        with chunks(seconds, at_once):
+            sim = MarketSim(MarketSettings(seed=11, start=START, total_rate=400.0))
+            events: list[Event] = []
+            instants = sorted({*(b[0] for b in bursts), *watches, 20.0})
+            t = 0.0
+            for instant in instants:
+                while t < instant:
+                    t = min(round(t + window, 6), instant)
+                    events += sim.advance(t)
+                for contract in watches.get(instant, []):
+                    sim.watch(contract)
+                for asked, factor, duration, later in bursts:
+                    if asked == instant:
+                        sim.burst(factor, duration, at=instant + later)
+            return events
+
+    wide = run(21.0, True, 1.0)
+    assert digest(run(0.7, False, 0.05)) == digest(wide)
+    assert digest(run(0.03, False, 0.01)) == digest(wide)

@@ -84,7 +84,7 @@ def test_same_events_whatever_the_slicing_with_watches_over_many_grid_steps() ->
     # blocks of random words (which make other streams: the same for both).
     with chunks(0.003):
         narrow = drive(plan, until, 0.002, 3_000.0)
-    with chunks(until + 1.0):
+    with chunks(until + 1.0, at_once=True):
         wide = drive(plan, until, until, 3_000.0)
     assert digest(narrow.events) == digest(wide.events)
 
@@ -104,7 +104,9 @@ def test_a_subscription_storm_costs_about_what_watching_at_once_costs() -> None:
     storm = drive(spread(contracts, 0.0, 1.5), STORM_UNTIL, 0.002, RATE)
     assert at_once.work.rollbacks == 0
     assert storm.work.rollbacks == 0  # no watch's change lands inside a generated chunk
-    assert storm.work.runs <= 1.5 * at_once.work.runs
+    # (Chunks stop at the grid for a second after the last watch; then contracts run further
+    # ahead, many events a run: the storm's second and a half of watches costs more runs.)
+    assert storm.work.runs <= 2 * at_once.work.runs
     assert storm.work.events <= 2 * at_once.work.events
     # one rate change per grid step of the storm, one step for each contract it touches
     assert storm.work.rate_change_steps <= (1.5 / GRID + 1) * STORM_CONTRACTS

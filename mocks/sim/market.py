@@ -13,15 +13,23 @@ on demand; one that has already expired in real life streams as if it had weeks 
 "zombie"), unless `strict` reproduces the vendors (accepted, no data). Outside market hours (when
 `always_open` is off) a contract's clock stops: its processes resume at the next open.
 
-Speed (issue "Speed", bench/bench_market.py): the market works ahead in *chunks* of market time.
-A chunk holds every instrument's events up to a frontier, merged once; `advance` only slices it,
-so the market actor's 0.05 s wake-ups cost next to nothing. Each contract's stream is a pure
-function of its random words, which are addressed by block number, and of the underlying's grid
-(also pure), so generating in chunks gives exactly the stream that generating event by event
-would, whatever the chunk boundaries (tests/test_market_chunks.py checks this). A watch inside
-the generated chunk generates the newcomer up to the frontier and re-merges what is not yet
-returned. Chunks hold a few dozen events per instrument: enough to make per-contract setup
-negligible, small enough to stay in the CPU cache. The rest of the speed is in
+Speed (issue "Speed", bench/bench_market.py): the market works ahead in *chunks* of market time,
+each contract in *runs* of many events at a time (a run's setup, and its state coming into the
+CPU cache, cost about as much as two events). Each contract's stream is a pure function of its
+random words, which are addressed by block number, and of the underlying's grid (also pure), so
+generating in runs gives exactly the stream that generating event by event would, wherever runs
+and chunks begin and end (tests/test_market_chunks.py checks this). What is made and not yet
+returned waits in buckets of time (`_bucket`), and `advance` takes it out in order. A chunk is
+made in one of two ways (`_chunk_plan`):
+- at once (a few hundred contracts or fewer): when it starts, every contract with something in
+  it runs to its end, into one bucket, sorted once; `advance` only slices it, so the market
+  actor's frequent wake-ups cost next to nothing;
+- staggered (thousands of contracts, where a chunk made at once would give each contract a
+  single event): each contract runs when its first event comes due, up to a point of its own
+  at most a chunk length beyond the frontier (`_horizon`), so runs of many events spread evenly
+  over time, and the buckets hold about 16 events each (200 connections x 50 contracts at
+  50,000 events/s: 30,000 -> 19,000 instructions an event, p99 to the client 110 -> 47 ms).
+A watch inside a chunk queues the newcomer like any other contract. The rest of the speed is in
 `ContractProcess.run`, one loop per quote.
 
 Rate changes: with `total_rate`, the watched contracts share `total_rate` events per second, so
@@ -32,13 +40,14 @@ so far). The newcomer starts with the scale its own watch computes (its share at
 and switches at the grid point with the others. Only the watches at the first one's instant
 change the scale at once: contracts watched together at the start share `total_rate` from the
 start.
-Under `total_rate` a chunk never reaches past the next grid point after what `advance` was asked
-for, so a watch's change never lands inside a generated chunk: a subscription storm costs one
-rate change per grid step, not a regenerated chunk per watch. A burst (a fault) changes the rates
-at its exact times instead: contracts generated past its start roll back to the chunk's start
-and regenerate with the new rate from there on. What a contract makes depends only on the
-watches (their times and order) and the bursts, never on the chunks or on how `advance` is
-called.
+Under `total_rate`, while contracts are being watched (`_watched_lately`), neither a chunk nor a
+run reaches past the next grid point after what `advance` was asked for, so a watch's change
+never lands on anything made: a subscription storm costs one rate change per grid step, not a
+regenerated chunk per watch. A burst (a fault), or a watch after a quiet spell, changes the
+rates where runs may have gone past it: the contracts run past it go back to where their run
+began and run again with the new rate from there on (`_rebuild`). What a contract makes depends
+only on the watches (their times and order) and the bursts, never on the chunks, the runs or on
+how `advance` is called.
 """
 
 from __future__ import annotations
@@ -46,12 +55,12 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
@@ -73,15 +82,24 @@ from mocks.sim.rng import derive_rng, derive_seed
 
 _NS = 1_000_000_000
 
-# Chunk sizing: enough market time that each contract makes a few dozen events in it (the
-# per-run setup is then small), but no more work than takes a few milliseconds: on the real
-# clock a chunk is made in one go, between two of the market actor's 0.05 s wake-ups, and
-# everything waits for it. A chunk's work is counted in events, a contract's run (setup, its
-# state pulled into the CPU cache) as `_RUN_COST` of them: with 200 contracts a chunk is about
-# 3,600 events, with 10,000 contracts (one event per run) about 1,300. At `--rate max` nothing
-# waits on a schedule, and bigger chunks amortise the runs (`CHUNK_BUDGET_MAX_RATE`).
+# Chunk sizing: enough market time that each contract makes a few dozen events in it (a run's
+# setup, and its state coming into the CPU cache, cost about as much as two events).
+# A chunk is made in one of two ways (`_chunk_plan`):
+# - At once, when it starts: every contract with something in it runs, and one sort merges
+#   them. Cheapest per event, but on the real clock everything waits for it, so it holds no
+#   more work than takes a few milliseconds (`chunk_budget`, a contract's run counted as
+#   `_RUN_COST` events): 200 contracts make about 3,600 events, 18 a run. At `--rate max`
+#   nothing waits on a schedule, and bigger chunks amortise the runs (`CHUNK_BUDGET_MAX_RATE`).
+# - Staggered, when a chunk made at once would give each contract fewer than
+#   `_EAGER_EVENTS_PER_RUN` events (10,000 contracts: 1,300 events, one a run): each contract
+#   runs when its first event comes due, up to its own point in the next chunk, so the chunk can
+#   be long (up to `_STAGGERED_CHUNK_EVENTS` events), each run makes several events, and what a
+#   call to `advance` makes stays about what it returns. Its finer buckets cost more per event
+#   than the one sort (at 200 contracts, 6-13% more instructions), so it is not used for few.
 _CHUNK_EVENTS_PER_INSTRUMENT = 32
 _RUN_COST = 2
+_EAGER_EVENTS_PER_RUN = 8
+_STAGGERED_CHUNK_EVENTS = 65_536
 CHUNK_BUDGET = 4_000
 CHUNK_BUDGET_MAX_RATE = 16_000
 _CHUNK_MIN_NS = _NS // 1000
@@ -98,6 +116,11 @@ _CHUNK_MAX_NS = 60 * _NS
 # `serve`, 200 clients subscribing at once saw the first one alone get 50,000 events/s for a
 # quarter second, enough to close it as a slow consumer before it had read its first event.
 RATE_GRID_NS = _NS // 20
+# Under `total_rate`, chunks stop at the rate grid while contracts were watched in the last
+# second (a subscription storm); after that they take their full length.
+_QUIET_NS = _NS
+# Events are returned out of buckets of about 16 (`_deliver`); at most this many a chunk.
+_MAX_BUCKETS = 1 << 16
 # How far `next_time` works ahead looking for the next event before it settles for a lower bound.
 _LOOKAHEAD_NS = 7 * 86_400 * _NS
 
@@ -141,8 +164,8 @@ class Mark(NamedTuple):
     value: float  # theoretical premium in the quote unit (USD, or fraction of F for crypto)
 
 
-_ts_ns = itemgetter(0)  # every event's first field
 _key_order = attrgetter("key_order")
+_ts_ns = itemgetter(0)  # every event's first field
 
 
 def _sorted_by(items: list[Event], keys: list[float]) -> list[Event]:
@@ -205,7 +228,7 @@ class MarketSim:
         self, settings: MarketSettings | None = None, *, chunk_budget: int = CHUNK_BUDGET
     ) -> None:
         self.settings = settings or MarketSettings()
-        self.chunk_budget = chunk_budget  # work per chunk, in events; the output ignores it
+        self.chunk_budget = chunk_budget  # work per chunk made at once; the output ignores it
         self.clock = MarketClock(self.settings.start)
         self.hours = MarketHours(always_open=self.settings.always_open)
         self.now = 0.0
@@ -224,36 +247,57 @@ class MarketSim:
         # changes in time order, one per instant (the last one made at an instant is the one in
         # force), and their times; `_rollback_at`: the earliest change since the chunk was last
         # rebuilt. `_rate_scale`: the scale that the latest watch computed; `_first_watch`: the
-        # instant of the first one (ns since the start). `_changes_made` counts the changes made
-        # so far, and `_change_serials` has that count for each change when it was last made: a
-        # contract that ran after a change was made has taken it (`ContractProcess.changes_seen`).
+        # instant of the first one (ns since the start); `_last_watch`: the latest one.
+        # `_changes_made` counts the changes made so far, and `_change_serials` has that count
+        # for each change when it was last made: a contract that ran after a change was made has
+        # taken it (`ContractProcess.changes_seen`).
         self._natural_rate = 0.0
         self._first_watch: int | None = None
+        self._last_watch: int | None = None
         self._rate_scale = 1.0 / max(self.settings.activity, 1e-9)
         self._rate_changes: list[tuple[int, float]] = []
         self._change_times: list[int] = []
         self._change_serials: list[int] = []
         self._changes_made = 0
         self._rollback_at: int | None = None
-        # Contracts with nothing in the current chunk wait in `_queue` by the time before which
-        # they have nothing to say (a lower bound of their next event), so a chunk costs what is
-        # due in it, not one step per watched contract. `_ran`: the chunk's contracts, by key
-        # order; they go back into the queue when the next chunk starts.
+        # Every watched contract waits in `_queue` by a lower bound of its next event not yet
+        # made; it runs through to the chunk's end (`_frontier`) when the chunk starts (made at
+        # once) or when `advance` or `next_time` reaches that time, and goes back in. `_ran`:
+        # the contracts run in the current chunk (each holds what it made in its own lists);
+        # `_path_events`: the chunk's underlying reports, made when the chunk starts.
         self._queue: list[tuple[float, int, int, ContractProcess]] = []
-        self._ran: list[ContractProcess] = []
-        # What every instrument made in the current chunk, instrument after instrument (each
-        # one's events are a contiguous range), with float times (ns since the start).
+        self._ran: dict[ContractProcess, None] = {}
         self._chunk_no = 0
-        self._chunk_events: list[Event] = []
-        self._chunk_times: list[float] = []
-        # The chunk's events before `_frontier` (ns since the start) and after what was returned
-        # when they were merged, in time order; `_merged[:_pos]` has been returned, up to
-        # `_consumed` (inclusive).
-        self._merged: list[Event] = []
-        self._pos = 0
+        self._chunk_start = 0
         self._frontier = 0
+        # Staggered chunks (many contracts; `_next_chunk`): runs reach up to `_reach`, a chunk
+        # length (`_span`) beyond the frontier; `_longest_span` is the longest so far.
+        self._staggered = False
+        self._span = 0
+        self._reach = 0
+        self._longest_span = 0
+        self._path_events: list[Event] = []
+        self._path_times: list[float] = []
+        # What is made and not yet returned, in buckets of time (`_place_buckets`): an event
+        # at float time t (ns since the start) is in bucket int((t - _bucket_origin) *
+        # _bucket_scale) - `_bucket_base`. Buckets before `_bucket_next` are empty;
+        # `_sorted_bucket` is the one in `_view` (-1: none); `_consumed` is the last
+        # nanosecond returned.
+        self._bucket_events: list[list[Event]] = [[]]
+        self._bucket_times: list[list[float]] = [[]]
+        self._bucket_origin = 0.0
+        self._bucket_scale = 0.0
+        self._bucket_base = 0
+        self._bucket_next = 0
+        self._bucket_ordered = False  # each bucket holds its events in instrument order
+        # The bucket `_deliver` takes from, sorted (`_view`), and how much of it is returned;
+        # what is returned is what is before `_returned_below` (float ns).
+        self._view: list[Event] = []
+        self._view_pos = 0
+        self._returned_below = 0.0
+        self._sorted_bucket = -1
         self._consumed = -1
-        self._dirty = False  # a watch or a rate change inside the chunk: redo it and re-merge
+        self._dirty = False  # a rate change inside the chunk: redo the contracts run past it
 
     # -- what the feeds ask for -------------------------------------------------------------------
 
@@ -298,13 +342,9 @@ class MarketSim:
         opened = rel if state.always_open else max(rel, self._sessions.after(rel)[0])
         state.tq = opened + rng.expovariate(1.0) * state.inv_q * 0.25  # the first quote, soon
         state.tt = opened + rng.expovariate(1.0) * state.inv_t
-        state.snapshot()
         self._contracts[contract] = state
-        if rel < self._frontier:  # inside the generated chunk: generate it with the others
-            insort(self._ran, state, key=_key_order)
-            self._dirty = True
-        else:
-            self._enqueue(state)
+        self._last_watch = rel
+        self._enqueue(state)  # inside the chunk too: it runs when its first event is due
         return True
 
     def burst(self, factor: float, duration: float, at: float | None = None) -> None:
@@ -328,8 +368,8 @@ class MarketSim:
         path.last_report = path.price_at(start)
         self._watched_paths.append(path)
         self._watched_paths.sort(key=lambda p: p.info.root)
-        if round(start * _NS) < self._frontier:
-            self._dirty = True
+        if round(start * _NS) < self._frontier:  # inside the chunk: its reports up to the end
+            self._report(path, self._frontier)
 
     def is_watched(self, contract: OptionContract) -> bool:
         return contract in self._contracts
@@ -340,16 +380,15 @@ class MarketSim:
         if state is None:
             return None
         # (A rate change pending since `now` changes nothing up to `now`: what was made stands.)
-        if state.chunk != self._chunk_no:  # everything it made is in the past
-            return state.standing
-        events = self._chunk_events
-        i = bisect_left(self._chunk_times, self._consumed + 1.0, state.lo, state.hi)
-        for j in range(i - 1, state.lo - 1, -1):
+        events = state.events
+        i = bisect_left(state.times, self._consumed + 1.0)
+        for j in range(i - 1, -1, -1):
             event = events[j]
             if type(event) is OptionQuote:
                 return event
-        assert state.saved is not None
-        return state.saved[11]  # the quote standing when the chunk began
+        if state.saved is None:  # never run
+            return None
+        return state.saved[11]  # the quote standing when its last run began
 
     def mark(self, contract: OptionContract) -> Mark | None:
         """The contract's last valuation at or before `now`."""
@@ -371,25 +410,60 @@ class MarketSim:
     def next_time(self) -> float | None:
         """When the next event is due (None: nothing watched).
 
-        Exact, whatever the chunk boundaries: when the chunk is used up, the market works ahead
-        until it has an event (the market actor sleeps until then, so a time that depended on
-        where a chunk happened to end would move its wake-ups and the batches it sends). Only
-        when nothing at all happens for `_LOOKAHEAD_NS` does it answer with a lower bound."""
+        Exact, whatever the chunk boundaries: the contracts that may have something before the
+        earliest event made so far run first, and when the chunk is used up the market works
+        ahead until it has an event (the market actor sleeps until then, so a time that
+        depended on where a chunk happened to end would move its wake-ups and the batches it
+        sends). Only when nothing at all happens for `_LOOKAHEAD_NS` does it answer with a lower
+        bound."""
         if not self._contracts and not self._watched_paths:
             return None
         if self._dirty:
             self._rebuild()
         horizon = self._frontier + _LOOKAHEAD_NS
-        while self._pos == len(self._merged):
-            bound = self._lower_bound()
+        queue = self._queue
+        while True:
+            pending = self._first_pending()
+            if queue and queue[0][0] <= pending and queue[0][0] < self._frontier:
+                self._run_due(math.nextafter(queue[0][0], math.inf))
+                continue
+            if pending < self._frontier:
+                return pending / _NS
+            # Nothing more in this chunk (what runs made beyond it waits for the contracts
+            # that have something before it in the next one).
+            bound = min(pending, self._lower_bound())
             if bound >= horizon:
                 return bound / _NS
-            # The next chunk reaches at least the earliest instrument that may have something.
             self._next_chunk(max(self._frontier, math.floor(bound)))
-        return self._time_of(self._merged[self._pos]) / _NS
+
+    def _first_pending(self) -> float:
+        """The time of the earliest event made and not yet returned (inf: none)."""
+        times = self._bucket_times
+        for i in range(self._bucket_next, len(times)):
+            if times[i]:
+                self._sort_bucket(i)
+                if self._view_pos < len(self._view):
+                    return self._time_of(self._view[self._view_pos])
+        return math.inf
+
+    def _time_of(self, event: Event) -> float:
+        """An event's float time (ns since the start), from its instrument's lists, where it
+        is the event itself at or after its whole nanosecond."""
+        if type(event) is OptionQuote or type(event) is OptionTrade:
+            state = self._contracts[event.contract]
+            events, times = state.events, state.times
+            i = bisect_left(times, float(event.ts_ns - self._start_ns))
+            while events[i] is not event:
+                i += 1
+            return times[i]
+        for report, t in zip(self._path_events, self._path_times, strict=True):
+            if report is event:
+                return t
+        raise LookupError(event)
 
     def _lower_bound(self) -> float:
-        """No instrument has an event before this time (ns since the start), beyond the chunk."""
+        """No instrument has an event before this time (ns since the start), beyond what is
+        made."""
         bound = math.inf
         for path in self._watched_paths:
             rel = round((path.reported_k + 1) * path.step * _NS)
@@ -398,8 +472,9 @@ class MarketSim:
             bound = min(bound, rel)
         if self._queue:
             bound = min(bound, self._queue[0][0])
-        for state in self._ran:
-            bound = min(bound, state.tq, state.tt)
+        if not self._staggered:  # the last chunk's contracts wait in `_ran`
+            for state in self._ran:
+                bound = min(bound, state.tq, state.tt)
         return bound
 
     # -- the simulation ---------------------------------------------------------------------------
@@ -410,211 +485,355 @@ class MarketSim:
         if self._dirty:
             self._rebuild()
         # An event at float time t (ns since the start) has ts_ns start + floor(t): it is due
-        # when t < until_rel + 1, that is when its ts_ns <= start + until_rel.
-        last_ns = self._start_ns + until_rel
-        pos = self._pos
-        end = bisect_right(self._merged, last_ns, pos, key=_ts_ns)
-        out = self._merged[pos:end]
-        self._pos = end
-        while until_rel >= self._frontier:  # past the chunk: make the next one
-            self._next_chunk(until_rel)
-            end = bisect_right(self._merged, last_ns, key=_ts_ns)
-            out += self._merged[:end]
-            self._pos = end
+        # when t < until_rel + 1, that is when its ts_ns <= start + until_rel. Runs may have
+        # made events beyond the chunk: they wait until the chunk after has run its contracts.
+        out: list[Event] = []
+        queue = self._queue
+        while True:
+            limit = min(until_rel + 1.0, float(self._frontier))
+            if queue and queue[0][0] < limit:
+                self._run_due(limit)
+            out += self._deliver(min(until_rel, self._frontier - 1))
+            if until_rel < self._frontier:
+                break
+            self._next_chunk(until_rel)  # past the chunk: on to the next one
         if until_rel > self._consumed:
             self._consumed = until_rel
         if until > self.now:
             self.now = until
         return out
 
-    def _time_of(self, event: Event) -> float:
-        """An event's float time (ns since the start): looked up in its instrument's range of
-        the chunk's lists, where it is the event itself at or after its whole nanosecond."""
-        source: UnderlyingPath | ContractProcess
-        if type(event) is OptionQuote or type(event) is OptionTrade:
-            source = self._contracts[event.contract]
-        else:
-            assert type(event) is IndexPrice or type(event) is UnderlyingTick
-            source = self._paths[event.root]
-        events, times = self._chunk_events, self._chunk_times
-        i = bisect_left(times, float(event.ts_ns - self._start_ns), source.lo, source.hi)
-        while events[i] is not event:
-            i += 1
-        return times[i]
-
     def _enqueue(self, state: ContractProcess) -> None:
         heappush(self._queue, (min(state.tq, state.tt), state.key_order, state.serial, state))
 
     def _next_chunk(self, until_rel: int) -> None:
-        """Generate every instrument from the frontier to the next one and merge the events.
+        """Start the next chunk, from the frontier to a new one.
 
-        Only the contracts with something due before the chunk's end are run; the others keep
-        their place in the queue (their generator state stays where it was: nothing happens
-        to it in between but rate changes, which `_generate` catches up on)."""
+        Made at once: every contract with something in it runs to its end now. Made contract
+        by contract (`_staggered`): each one runs when its first event in the chunk comes due,
+        to a point of its own at most a chunk length beyond (`_horizon`), so that runs spread
+        evenly over time instead of all coming due when a chunk starts."""
         start = self._frontier
-        end = max(start + self._chunk_ns(), until_rel + 1)
-        if self.settings.total_rate:
-            # Not past the rate grid point after what is asked for: the watches to come (at or
-            # after it) change the rates from the grid point after them, outside this chunk.
+        length, at_once = self._chunk_plan()
+        was_staggered = self._staggered
+        self._staggered = self._staggered or not at_once  # (contracts are never unwatched)
+        end = max(start + length, until_rel + 1)
+        on_grid = bool(self.settings.total_rate) and self._watched_lately(start)
+        if on_grid:
+            # Not past the rate grid point after what is asked for (runs neither): the watches
+            # to come (at or after it) change the rates from the grid point after them, after
+            # everything made.
             end = min(end, _grid_after(max(start, until_rel)))
-        end_f = float(end)
-        self._forget_rate_changes(start)
-        last_change = self._change_times[-1] if self._change_times else -1
-        previous = self._chunk_events
+        # A run that may still be rolled back began no more than a run's span before where
+        # it can be rolled back to: the rate changes it may need are kept.
+        self._forget_rate_changes(min(start, self._consumed + 1) - self._longest_span)
         self._chunk_no += 1
-        no = self._chunk_no
-        events: list[Event] = []
-        times: list[float] = []
-        self._chunk_events, self._chunk_times = events, times
-        self._merged = []
-        queue = self._queue
-        # The last chunk's contracts that have something before this chunk's end run again
-        # without a trip through the queue (at 10,000 contracts a chunk has runs, not events).
+        self._chunk_start, self._frontier = start, end
+        self._span = end - start
+        self._reach = end + self._span if self._staggered and not on_grid else end
+        self._longest_span = max(self._longest_span, self._reach - start)
+        previous, self._ran = self._ran, {}
+        self._path_events, self._path_times = [], []
+        self._place_buckets(start)
+        self.work.chunks += 1
+        for path in self._watched_paths:
+            self._report(path, end)
+        for path in self._paths.values():
+            path.forget_before(start / _NS)
+        if not self._staggered:
+            self._run_at_once(previous, end)
+        elif not was_staggered:  # the first staggered chunk: every contract waits its turn
+            for state in previous:
+                self._enqueue(state)
+        else:  # the runs that reach into this chunk (they are in the queue already)
+            self._ran = {state: None for state in previous if state.gen > start}
+
+    def _run_at_once(self, previous: dict[ContractProcess, None], end: int) -> None:
+        """A chunk made at once: every contract with something before `end` runs to it, in
+        key order, so that the bucket holds every instrument's events in instrument order.
+        The last chunk's contracts that have something in this one run again without a trip
+        through the queue (with few contracts, that is nearly all of them)."""
+        end_f = float(end)
         due: list[ContractProcess] = []
-        for state in self._ran:
+        for state in previous:
             if state.tq < end_f or state.tt < end_f:
                 due.append(state)
             else:
                 self._enqueue(state)
+        queue = self._queue
         while queue and queue[0][0] < end_f:
             due.append(heappop(queue)[3])
         due.sort(key=_key_order)
-        self._ran = due
-        self.work.chunks += 1
-        self.work.runs += len(due)
+        ran = self._ran
+        work = self.work
         with _gc_paused():
-            for path in self._watched_paths:
-                self._fill(path, end)
             for state in due:
-                if len(state.marks) > 16:
-                    keep = bisect_left(state.mark_times, float(start)) - 1
-                    if keep > 0:
-                        del state.marks[:keep], state.mark_times[:keep]
-                state.snapshot()  # a rate change inside the chunk rolls it back to here
-                state.chunk, state.lo = no, len(events)
-                if last_change >= state.gen or state.changes_seen < self._changes_made:
-                    self._generate(state, end)
-                elif state.always_open:
-                    state.run(end, events, times)
-                else:
-                    self._run_sessions(state, end)
-                state.hi = len(events)
-            self._frontier = end
-            self._merge(None)
-            # Drop the previous chunk's events while the collector is paused: their frees
-            # balance the new chunk's allocations, so it does not wake up to trace the new ones.
-            del previous
-        self.work.events += len(events)
-        for path in self._paths.values():
-            path.forget_before(start / _NS)
+                self._run(state, end)
+                ran[state] = None
+                work.runs += 1
+                work.events += len(state.events)
+                self._bucket(state.events, state.times)
+        self._bucket_ordered = True
 
-    def _fill(self, source: UnderlyingPath | ContractProcess, end: int) -> None:
-        """Generate one instrument up to `end` into the chunk's lists (one contiguous range)."""
-        source.chunk, source.lo = self._chunk_no, len(self._chunk_events)
-        if isinstance(source, UnderlyingPath):
-            self._report(source, end)
-        else:
-            self._generate(source, end)
-        source.hi = len(self._chunk_events)
+    def _place_buckets(self, start: int) -> None:
+        """Buckets from `start` to `_reach`: an event at float time t is in bucket
+        int((t - _bucket_origin) * _bucket_scale) - `_bucket_base`. A chunk made at once is one
+        bucket (one sort); staggered chunks have buckets of about 16 events, kept from one chunk
+        to the next (with what runs made beyond the chunk in them)."""
+        self._drop_view()
+        if self._staggered and any(self._bucket_times[self._bucket_next :]):
+            drop = self._bucket_next
+            del self._bucket_events[:drop], self._bucket_times[:drop]
+            self._bucket_base += drop
+        else:  # nothing pending: the buckets can be cut anew
+            span = self._frontier - start
+            if self._staggered:
+                events = self._event_rate() * span / _NS
+                self._bucket_scale = max(1.0, events / 16) / span
+            else:
+                self._bucket_scale = 1.0 / span
+            self._bucket_origin, self._bucket_base = float(start), 0
+            self._bucket_events, self._bucket_times = [], []
+        self._bucket_next = 0
+        count = int((self._reach - self._bucket_origin) * self._bucket_scale) - self._bucket_base
+        while len(self._bucket_times) < count + 2:  # + 2: the reach's own, and rounding
+            self._bucket_events.append([])
+            self._bucket_times.append([])
 
-    def _rebuild(self) -> None:
-        """After watches or rate changes inside the chunk: roll back the chunk's contracts that
-        went past the earliest change, bring everything up to the frontier and re-merge."""
-        self._dirty = False
-        end = self._frontier
+    def _drop_view(self) -> None:
+        """Forget the sorted view of a bucket, first taking what was returned of it out of the
+        bucket (it is what is before the bound of the last `_deliver`)."""
+        i = self._sorted_bucket
+        if i < 0:
+            return
+        if self._view_pos == len(self._view):
+            self._bucket_events[i], self._bucket_times[i] = [], []
+        elif self._view_pos:
+            bound = self._returned_below
+            pairs = zip(self._bucket_events[i], self._bucket_times[i], strict=True)
+            kept = [(e, t) for e, t in pairs if t >= bound]
+            self._bucket_events[i] = [e for e, _ in kept]
+            self._bucket_times[i] = [t for _, t in kept]
+        self._sorted_bucket, self._view, self._view_pos = -1, [], 0
+
+    def _watched_lately(self, start: int) -> bool:
+        """Whether contracts were watched in the last `_QUIET_NS` before `start`: then, under
+        `total_rate`, more watches (and rate changes) are likely, and chunks stop at the rate
+        grid so that they land outside the chunk."""
+        return self._last_watch is not None and start - self._last_watch < _QUIET_NS
+
+    def _run_due(self, limit: float) -> None:
+        """Run the contracts whose next event may come before `limit` (float ns, at most the
+        frontier), and put what they make in the buckets."""
+        queue = self._queue
+        if not queue or queue[0][0] >= limit:
+            return
+        work = self.work
+        ran = self._ran
         with _gc_paused():
-            rolled_back = False
-            for state in self._ran:
-                rolled_back |= self._roll_back(state)
-            self._rollback_at = None
-            if rolled_back:
-                self._compact()
-            for path in self._watched_paths:
-                if round((path.reported_k + 1) * path.step * _NS) < end:
-                    self._fill(path, end)
-            for state in self._ran:
-                if state.gen < end:
-                    self._fill(state, end)
-            self._merge(self._consumed)
+            while queue and queue[0][0] < limit:
+                state = heappop(queue)[3]
+                self._run(state, self._horizon(state))
+                ran[state] = None
+                work.runs += 1
+                work.events += len(state.events)
+                self._bucket(state.events, state.times)
+                if self._staggered:  # (else it waits in `_ran` for the next chunk)
+                    self._enqueue(state)
 
-    def _roll_back(self, state: ContractProcess) -> bool:
-        """Back to the chunk's start if the contract was generated past a rate change made since
-        (the same as restoring every such contract when the change is made, done when needed)."""
-        if (
-            self._rollback_at is not None
-            and state.gen > self._rollback_at
-            and state.chunk == self._chunk_no
-        ):
-            state.restore()
-            self.work.rollbacks += 1
-            return True
-        return False
+    def _horizon(self, state: ContractProcess) -> int:
+        """Where a staggered run stops: the first point after its first event on the
+        contract's own grid, spaced a chunk length apart with a phase of its own (so at most a
+        chunk length beyond the frontier)."""
+        if self._reach == self._frontier:  # made at once, or on the rate grid
+            return self._frontier
+        span = self._span
+        phase = state.key_order % span
+        first = min(state.tq, state.tt)
+        return phase + (math.floor((first - phase) / span) + 1) * span
 
-    def _compact(self) -> None:
-        """Keep only the live ranges in the chunk's lists: what rolled-back contracts made is
-        dead, and with rate change after rate change inside one chunk (bursts; under
-        `total_rate`, before `RATE_GRID_NS`, every watch) it would pile up a chunk's worth of
-        events per change: a soak once held 45,000 events where 2,000 were live."""
-        no = self._chunk_no
-        events, times = self._chunk_events, self._chunk_times
-        kept: list[Event] = []
-        kept_times: list[float] = []
-        sources: list[UnderlyingPath | ContractProcess] = [*self._watched_paths, *self._ran]
-        for source in sources:
-            if source.chunk == no:
-                lo = len(kept)
-                kept += events[source.lo : source.hi]
-                kept_times += times[source.lo : source.hi]
-                source.lo, source.hi = lo, len(kept)
-        self._chunk_events, self._chunk_times = kept, kept_times
+    def _run(self, state: ContractProcess, end: int) -> None:
+        """A contract from where it is to `end`, into new lists of its own."""
+        if len(state.marks) > 16:
+            keep = bisect_left(state.mark_times, float(min(self._chunk_start, state.gen))) - 1
+            if keep > 0:
+                del state.marks[:keep], state.mark_times[:keep]
+        state.snapshot()  # a rate change before `end` rolls it back to here
+        # (The buckets have copies of what the lists held: they are reused, at their size.)
+        state.events.clear()
+        state.times.clear()
+        last_change = self._change_times[-1] if self._change_times else -1
+        if last_change >= state.gen or state.changes_seen < self._changes_made:
+            self._generate(state, end)
+        elif state.always_open:
+            state.run(end, state.events, state.times)
+        else:
+            self._run_sessions(state, end)
 
-    def _merge(self, after: int | None) -> None:
-        """The chunk's events after time `after` (None: all, a fresh chunk), merged in time
-        order; ties keep instrument order (underlyings by root, then contracts by key order),
-        which does not depend on when the instruments were watched or generated.
+    def _bucket(self, events: list[Event], times: list[float]) -> None:
+        """Put events not yet returned (one instrument's, in order) in the buckets of their
+        times; any before the first bucket (watched inside a chunk `next_time` made ahead of
+        `now`) go in the first, which `_deliver` splits by time."""
+        if not times:
+            return
+        origin, scale, base = self._bucket_origin, self._bucket_scale, self._bucket_base
+        bucket_events, bucket_times = self._bucket_events, self._bucket_times
+        first = max(0, int((times[0] - origin) * scale) - base)
+        last = max(0, int((times[-1] - origin) * scale) - base)
+        if first <= self._sorted_bucket <= last:  # it will need sorting again
+            self._drop_view()
+        self._bucket_ordered = False
+        if first == last:  # all in one (chunks made at once: nearly always)
+            bucket_events[first] += events
+            bucket_times[first] += times
+            return
+        for event, t in zip(events, times, strict=True):
+            i = int((t - origin) * scale) - base
+            if i < 0:
+                i = 0
+            bucket_events[i].append(event)
+            bucket_times[i].append(t)
+
+    def _deliver(self, until_rel: int) -> list[Event]:
+        """Take every event due at or before `until_rel` out of the buckets, in time order.
+
+        A bucket's index grows with its events' times, so the buckets before the one `until_rel
+        + 1` falls in hold only events before it, and that one is split by time."""
+        bound = until_rel + 1.0
+        last_ns = self._start_ns + until_rel  # an event is due if its ts_ns is at most this
+        at = int((bound - self._bucket_origin) * self._bucket_scale) - self._bucket_base
+        last = max(0, at, self._bucket_next)
+        bucket_times = self._bucket_times
+        if last == self._bucket_next == self._sorted_bucket:  # on in the bucket last split
+            return self._take(last_ns, bound)
+        count = len(bucket_times)
+        out: list[Event] = []
+        for i in range(self._bucket_next, min(last, count)):
+            if bucket_times[i]:
+                self._sort_bucket(i)
+                out += self._view[self._view_pos :]
+                self._view_pos = len(self._view)
+                self._drop_view()
+        if last >= count:
+            self._bucket_next = count
+            return out
+        if bucket_times[last]:
+            self._sort_bucket(last)
+            out += self._take(last_ns, bound)
+        self._bucket_next = last
+        return out
+
+    def _take(self, last_ns: int, bound: float) -> list[Event]:
+        """From the sorted bucket, the events due up to `last_ns` (float times below `bound`)."""
+        pos = self._view_pos
+        k = bisect_right(self._view, last_ns, pos, key=_ts_ns)
+        self._view_pos = k
+        self._returned_below = bound
+        return self._view[pos:k]
+
+    def _sort_bucket(self, i: int) -> None:
+        """Make bucket `i` the sorted view `_deliver` takes from (the buckets themselves keep
+        their events in the order they came, with their float times)."""
+        if self._sorted_bucket != i:
+            self._drop_view()
+            self._view = self._in_order(self._bucket_events[i], self._bucket_times[i])
+            self._sorted_bucket = i
+
+    def _in_order(self, events: list[Event], times: list[float]) -> list[Event]:
+        """A bucket's events in time order; ties in instrument order (underlyings by root,
+        then contracts by key order), which does not depend on when the instruments were
+        watched or run, and each instrument's own events in the order it made them.
 
         The sort is a stable one on the events' float times (ns since the start): comparing
-        floats is far cheaper than comparing the events' int `ts_ns`."""
-        events, times = self._chunk_events, self._chunk_times
-        if after is not None:  # redone: only what is left of each instrument's range
-            bound = after + 1.0  # an event at float time t has ts_ns start + int(t)
-            no = self._chunk_no
-            left: list[Event] = []
-            left_times: list[float] = []
-            sources: list[UnderlyingPath | ContractProcess] = [*self._watched_paths, *self._ran]
-            for source in sources:
-                if source.chunk == no:
-                    lo = bisect_left(times, bound, source.lo, source.hi)
-                    left += events[lo : source.hi]
-                    left_times += times[lo : source.hi]
-            events, times = left, left_times
-        self._merged = _sorted_by(events, times)
-        self._pos = 0
+        floats is far cheaper than comparing tuples, and two instruments at the same float
+        time are all but unheard of (but for indices, reported on the same grid). A bucket
+        filled in instrument order (a chunk made at once) needs no more than that."""
+        if self._bucket_ordered:
+            return _sorted_by(events, times)
+        ordered_times = sorted(times)
+        if len(set(ordered_times)) == len(ordered_times):
+            return _sorted_by(events, times)
+        ranks = [self._rank(event) for event in events]
+        order = sorted(range(len(events)), key=lambda i: (times[i], ranks[i], i))
+        return [events[i] for i in order]
 
-    def _chunk_ns(self) -> int:
-        """A chunk long enough that each instrument makes a few dozen events in it, short enough
-        to cost a few milliseconds (`chunk_budget`)."""
-        count = len(self._contracts) + len(self._watched_paths)
+    def _rank(self, event: Event) -> tuple[int, int | str]:
+        if type(event) is OptionQuote or type(event) is OptionTrade:
+            return (1, self._contracts[event.contract].key_order)
+        assert type(event) is IndexPrice or type(event) is UnderlyingTick
+        return (0, event.root)
+
+    def _rebuild(self) -> None:
+        """After a rate change before where runs reached: the contracts run past it go back to
+        where their run began and run again (their streams up to the change come out the
+        same), and what is not yet returned goes back into the buckets."""
+        self._dirty = False
+        at = self._rollback_at
+        self._rollback_at = None
+        if at is None:
+            return
+        redo = [s for s in self._ran if s.gen > at]
+        if not redo:
+            return
+        again = set(redo)
+        self._queue = [entry for entry in self._queue if entry[3] not in again]
+        heapify(self._queue)
+        with _gc_paused():
+            for state in redo:
+                end = state.gen
+                state.restore()
+                self.work.rollbacks += 1
+                self._run(state, end)
+                if self._staggered:
+                    self._enqueue(state)
+            self._rebucket()
+
+    def _rebucket(self) -> None:
+        """Every event made and not yet returned, back into empty buckets."""
+        count = len(self._bucket_times)
+        self._bucket_events = [[] for _ in range(count)]
+        self._bucket_times = [[] for _ in range(count)]
+        self._sorted_bucket, self._view, self._view_pos = -1, [], 0
+        bound = self._consumed + 1.0
+        reports = zip(self._path_events, self._path_times, strict=True)
+        kept = sorted(((e, t) for e, t in reports if t >= bound), key=itemgetter(1))
+        self._bucket([e for e, _ in kept], [t for _, t in kept])
+        for state in self._ran:
+            k = bisect_left(state.times, bound)
+            self._bucket(state.events[k:], state.times[k:])
+
+    def _event_rate(self) -> float:
+        """About how many events a second the watched instruments make."""
         rate = (
             self.settings.total_rate
             if self.settings.total_rate
             else self._natural_rate * max(self.settings.activity, 1e-9)
         )
-        rate += sum(1.0 / p.step for p in self._watched_paths)
+        return rate + sum(1.0 / p.step for p in self._watched_paths)
+
+    def _chunk_plan(self) -> tuple[int, bool]:
+        """How long the next chunk is (ns), and whether it is made at once: a chunk long enough
+        that each instrument makes a few dozen events in it, made at once if that is little
+        enough work (`chunk_budget`) for runs of `_EAGER_EVENTS_PER_RUN` events or more."""
+        count = len(self._contracts) + len(self._watched_paths)
+        rate = self._event_rate()
         if rate <= 0.0:
-            return _CHUNK_MAX_NS
+            return _CHUNK_MAX_NS, True
         # events + _RUN_COST * runs <= budget, where a chunk of E events runs about
         # min(count, E) instruments.
         budget = self.chunk_budget
-        events = max(budget - _RUN_COST * count, budget / (1 + _RUN_COST))
-        seconds = min(_CHUNK_EVENTS_PER_INSTRUMENT * count, events) / rate
-        return max(_CHUNK_MIN_NS, min(_CHUNK_MAX_NS, round(seconds * _NS)))
+        wanted = _CHUNK_EVENTS_PER_INSTRUMENT * count
+        at_once = min(wanted, max(budget - _RUN_COST * count, budget / (1 + _RUN_COST)))
+        eager = at_once >= _EAGER_EVENTS_PER_RUN * count
+        events = at_once if eager else min(wanted, _STAGGERED_CHUNK_EVENTS)
+        length = max(_CHUNK_MIN_NS, min(_CHUNK_MAX_NS, round(events / rate * _NS)))
+        return length, eager
 
     # -- rate changes -----------------------------------------------------------------------------
 
     def _change_rate(self, rel: int, scale: float) -> None:
         """Every contract's rate scale is `scale` from `rel` on. Contracts generated past `rel`
-        redo the chunk (`_rebuild`).
+        run again from where their run began (`_rebuild`).
 
         What `advance` has returned stands: a change made now takes effect after it (events in
         `now`'s own nanosecond are out already), so that whether a chunk happens to begin right
@@ -630,7 +849,7 @@ class MarketSim:
             times.insert(i, rel)
             self._rate_changes.insert(i, (rel, scale))
             self._change_serials.insert(i, self._changes_made)
-        if rel < self._frontier:
+        if rel < self._reach:  # some runs may have gone past it
             if self._rollback_at is None or rel < self._rollback_at:
                 self._rollback_at = rel
             self._dirty = True
@@ -676,13 +895,13 @@ class MarketSim:
         """Run a contract up to `end`; outside market hours its clock stops (processes resume at
         the next open with what was left of their waiting time)."""
         if state.always_open:
-            state.run(end, self._chunk_events, self._chunk_times)
+            state.run(end, state.events, state.times)
             return
         sessions = self._sessions
         while state.gen < end:
             close = sessions.after(state.gen)[1]
             stop = min(end, close)
-            state.run(stop, self._chunk_events, self._chunk_times)
+            state.run(stop, state.events, state.times)
             if stop == close:
                 state.tq = self._resume(state.tq, close)
                 state.tt = self._resume(state.tt, close)
@@ -701,6 +920,8 @@ class MarketSim:
         point after a close (indices print 09:30:01, not 09:30:00)."""
         step = path.step
         k = path.reported_k + 1
+        events: list[Event] = []
+        times: list[float] = []
         while True:
             t = k * step
             rel = round(t * _NS)
@@ -711,13 +932,17 @@ class MarketSim:
                 if self._is_open(path.kind, t) and self._is_open(path.kind, t - step):
                     ts_ns = self._start_ns + rel
                     if path.kind is Kind.INDEX:
-                        self._chunk_events.append(IndexPrice(ts_ns, path.info.root, price))
+                        events.append(IndexPrice(ts_ns, path.info.root, price))
                     else:
-                        self._chunk_events.append(UnderlyingTick(ts_ns, path.info.root, price))
-                    self._chunk_times.append(float(rel))
+                        events.append(UnderlyingTick(ts_ns, path.info.root, price))
+                    times.append(float(rel))
                 path.last_report = price
             path.reported_k = k
             k += 1
+        self._path_events += events
+        self._path_times += times
+        self.work.events += len(events)
+        self._bucket(events, times)
 
     def _path(self, root: str) -> UnderlyingPath:
         path = self._paths.get(root)

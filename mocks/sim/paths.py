@@ -24,21 +24,18 @@ class UnderlyingPath:
     Grid point k's price depends only on (seed, root, k), so any contract, watched at any time,
     reads the same path. Draws happen even while the market is closed, so the path does not
     depend on the market-hours setting either; the price just does not move then.
-    Watched underlyings also publish reports, like contracts into the chunk's lists.
+    Watched underlyings also publish reports (`MarketSim._report`).
     """
 
     __slots__ = (
         "base",
-        "chunk",
         "drift_step",
-        "hi",
         "info",
         "is_open",
         "jump_p",
         "jump_sigma",
         "kind",
         "last_report",
-        "lo",
         "prices",
         "reported_k",
         "rng",
@@ -66,7 +63,6 @@ class UnderlyingPath:
         self.base = 0
         self.last_report = math.nan
         self.reported_k = 0  # grid points up to here have been considered for reports
-        self.chunk, self.lo, self.hi = -1, 0, 0  # its reports in the chunk: lists[lo:hi]
 
     def price_at(self, t: float) -> float:
         i = int(t / self.step) - self.base

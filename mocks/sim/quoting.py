@@ -147,7 +147,7 @@ def _trade_words(seed: int, name: str, block: int) -> list[int]:
 # Inputs and result of a valuation, as in `market.Mark`: underlying price, vol, years, value.
 # (Plain tuples while generating; `MarketSim.mark` makes the `Mark` when asked.)
 Valuation = tuple[float, float, float, float]
-# A contract's generator state at its chunk's start: gen, tq, tt, qn, tn, sequence, valuation,
+# A contract's generator state where its last run began: gen, tq, tt, qn, tn, sequence, valuation,
 # delta, gamma, revalue_at, number of marks, standing quote, inv_q, inv_t, changes_seen.
 _Saved = tuple[
     int,
@@ -169,7 +169,7 @@ _Saved = tuple[
 
 
 class ContractProcess:
-    """One watched contract: its generator state, and where its events are in the chunk's lists.
+    """One watched contract: its generator state, and what its last run made.
 
     Times here are float nanoseconds since the run's start; an event's `ts_ns` is the start's
     Unix time (`start_ns`) plus that, truncated."""
@@ -179,21 +179,19 @@ class ContractProcess:
         "ask_side",
         "bid_side",
         "changes_seen",
-        "chunk",
         "coarse",
         "contract",
         "crypto",
         "delta",
+        "events",
         "exchange",
         "expiry_ns",
         "gamma",
         "gen",
-        "hi",
         "inv_q",
         "inv_t",
         "key_order",
         "kind",
-        "lo",
         "mark_times",
         "marks",
         "name",
@@ -213,6 +211,7 @@ class ContractProcess:
         "start_ns",
         "tblock",
         "tblock_no",
+        "times",
         "tn",
         "tq",
         "trade_rate",
@@ -280,12 +279,13 @@ class ContractProcess:
         self.tblock: list[int] = []
         self.trades_made = 0
         self.standing: OptionQuote | None = None  # the last quote generated
-        self.chunk, self.lo, self.hi = -1, 0, 0  # its events in chunk `chunk`: lists[lo:hi]
+        self.events: list[Event] = []  # what its last run made, in order ...
+        self.times: list[float] = []  # ... and their float times
         self.gen = 0  # events before this time (ns since the start) have been generated
         self.saved: _Saved | None = None
 
     def snapshot(self) -> None:
-        """Remember the generator state at the chunk's start (for a rate-change rollback)."""
+        """Remember the generator state where a run begins (for a rate-change rollback)."""
         self.saved = (
             self.gen,
             self.tq,
@@ -325,14 +325,13 @@ class ContractProcess:
         ) = self.saved
         del self.marks[n_marks:], self.mark_times[n_marks:]
         self.qwords = None
-        self.chunk = -1  # its events in the chunk are regenerated elsewhere in the lists
 
     def set_scale(self, scale: float) -> None:
         self.inv_q = NS / self.quote_rate * scale
         self.inv_t = NS / self.trade_rate * scale
 
     def run(self, end: int, events: list[Event], times: list[float]) -> None:
-        """All of the contract's quotes and trades before `end`, appended to the chunk's lists
+        """All of the contract's quotes and trades before `end`, appended to `events`
         (`times`: each event's float time).
 
         This is the market's hot path, one loop per quote; it trades some elegance for speed:
