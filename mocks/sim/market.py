@@ -487,8 +487,22 @@ class MarketSim:
         # An event at float time t (ns since the start) has ts_ns start + floor(t): it is due
         # when t < until_rel + 1, that is when its ts_ns <= start + until_rel. Runs may have
         # made events beyond the chunk: they wait until the chunk after has run its contracts.
-        out: list[Event] = []
         queue = self._queue
+        bound = until_rel + 1.0
+        if (  # the common case, inlined: on in the sorted bucket, with nothing to run
+            until_rel < self._frontier
+            and self._bucket_next == self._sorted_bucket
+            and int((bound - self._bucket_origin) * self._bucket_scale) - self._bucket_base
+            <= self._bucket_next
+            and not (queue and queue[0][0] < bound)
+        ):
+            taken = self._take(self._start_ns + until_rel, bound)
+            if until_rel > self._consumed:
+                self._consumed = until_rel
+            if until > self.now:
+                self.now = until
+            return taken
+        out: list[Event] = []
         while True:
             limit = min(until_rel + 1.0, float(self._frontier))
             if queue and queue[0][0] < limit:
