@@ -317,9 +317,8 @@ def test_rate_change_after_rate_change_inside_a_chunk_keeps_the_chunk_at_its_liv
         assert len({id(s) for s in sim._ran}) == len(sim._ran)
         due = sim._consumed + 1.0
         live = sum(len(s.times) - bisect_left(s.times, due) for s in sim._ran)
-        returned = sim._view_pos  # (of the bucket last split, still in it)
-        assert sum(len(b) for b in sim._bucket_events) - returned == live
-        assert sum(len(b) for b in sim._bucket_times) - returned == live
+        assert sim._pending.held() == live
+        assert sum(map(len, sim._pending.events)) == sum(map(len, sim._pending.times))
     assert sim.work.chunks <= 3  # the changes did land inside one chunk ...
     assert sim.work.rollbacks >= 40 * 30  # ... and sent its contracts back
 

@@ -19,8 +19,8 @@ CPU cache, cost about as much as two events). Each contract's stream is a pure f
 random words, which are addressed by block number, and of the underlying's grid (also pure), so
 generating in runs gives exactly the stream that generating event by event would, wherever runs
 and chunks begin and end (tests/test_market_chunks.py checks this). What is made and not yet
-returned waits in buckets of time (`_bucket`), and `advance` takes it out in order. A chunk is
-made in one of two ways (`_chunk_plan`):
+returned waits in buckets of time (`mocks.sim.pending`), and `advance` takes it out in order.
+A chunk is made in one of two ways (`_chunk_plan`):
 - at once (a few hundred contracts or fewer): when it starts, every contract with something in
   it runs to its end, into one bucket, sorted once; `advance` only slices it, so the market
   actor's frequent wake-ups cost next to nothing;
@@ -59,7 +59,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from heapq import heapify, heappop, heappush
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
@@ -77,6 +76,7 @@ from mocks.sim.clock import (
 from mocks.sim.contracts import Kind, OptionContract, Underlying, underlying
 from mocks.sim.events import Event, IndexPrice, OptionQuote, OptionTrade, UnderlyingTick
 from mocks.sim.paths import UnderlyingPath
+from mocks.sim.pending import Pending
 from mocks.sim.quoting import CONSECUTIVE_STEPS, SEQUENCE_STEPS, ContractProcess, spread_table
 from mocks.sim.rng import derive_rng, derive_seed
 
@@ -165,16 +165,6 @@ class Mark(NamedTuple):
 
 
 _key_order = attrgetter("key_order")
-_ts_ns = itemgetter(0)  # every event's first field
-
-
-def _sorted_by(items: list[Event], keys: list[float]) -> list[Event]:
-    """`items` in the (stable) order of `keys`, its parallel list of sort keys.
-
-    The sort asks for each item's key once, in list order, before it sorts, so the key function
-    can simply hand out the next of `keys`. Sorting the events themselves (not their indices)
-    leaves `advance` a plain slice to return."""
-    return sorted(items, key=partial(next, iter(keys)))
 
 
 @contextmanager
@@ -278,24 +268,9 @@ class MarketSim:
         self._longest_span = 0
         self._path_events: list[Event] = []
         self._path_times: list[float] = []
-        # What is made and not yet returned, in buckets of time (`_place_buckets`): an event
-        # at float time t (ns since the start) is in bucket int((t - _bucket_origin) *
-        # _bucket_scale) - `_bucket_base`. Buckets before `_bucket_next` are empty;
-        # `_sorted_bucket` is the one in `_view` (-1: none); `_consumed` is the last
+        # What is made and not yet returned (`mocks.sim.pending`); `_consumed`: the last
         # nanosecond returned.
-        self._bucket_events: list[list[Event]] = [[]]
-        self._bucket_times: list[list[float]] = [[]]
-        self._bucket_origin = 0.0
-        self._bucket_scale = 0.0
-        self._bucket_base = 0
-        self._bucket_next = 0
-        self._bucket_ordered = False  # each bucket holds its events in instrument order
-        # The bucket `_deliver` takes from, sorted (`_view`), and how much of it is returned;
-        # what is returned is what is before `_returned_below` (float ns).
-        self._view: list[Event] = []
-        self._view_pos = 0
-        self._returned_below = 0.0
-        self._sorted_bucket = -1
+        self._pending = Pending(self._rank, self._time_of)
         self._consumed = -1
         self._dirty = False  # a rate change inside the chunk: redo the contracts run past it
 
@@ -423,7 +398,7 @@ class MarketSim:
         horizon = self._frontier + _LOOKAHEAD_NS
         queue = self._queue
         while True:
-            pending = self._first_pending()
+            pending = self._pending.first_time()
             if queue and queue[0][0] <= pending and queue[0][0] < self._frontier:
                 self._run_due(math.nextafter(queue[0][0], math.inf))
                 continue
@@ -435,16 +410,6 @@ class MarketSim:
             if bound >= horizon:
                 return bound / _NS
             self._next_chunk(max(self._frontier, math.floor(bound)))
-
-    def _first_pending(self) -> float:
-        """The time of the earliest event made and not yet returned (inf: none)."""
-        times = self._bucket_times
-        for i in range(self._bucket_next, len(times)):
-            if times[i]:
-                self._sort_bucket(i)
-                if self._view_pos < len(self._view):
-                    return self._time_of(self._view[self._view_pos])
-        return math.inf
 
     def _time_of(self, event: Event) -> float:
         """An event's float time (ns since the start), from its instrument's lists, where it
@@ -489,14 +454,14 @@ class MarketSim:
         # made events beyond the chunk: they wait until the chunk after has run its contracts.
         queue = self._queue
         bound = until_rel + 1.0
+        p = self._pending
         if (  # the common case, inlined: on in the sorted bucket, with nothing to run
             until_rel < self._frontier
-            and self._bucket_next == self._sorted_bucket
-            and int((bound - self._bucket_origin) * self._bucket_scale) - self._bucket_base
-            <= self._bucket_next
+            and p.next == p.sorted
+            and int((bound - p.origin) * p.scale) - p.base <= p.next
             and not (queue and queue[0][0] < bound)
         ):
-            taken = self._take(self._start_ns + until_rel, bound)
+            taken = p.take_sorted(self._start_ns + until_rel, bound)
             if until_rel > self._consumed:
                 self._consumed = until_rel
             if until > self.now:
@@ -507,7 +472,7 @@ class MarketSim:
             limit = min(until_rel + 1.0, float(self._frontier))
             if queue and queue[0][0] < limit:
                 self._run_due(limit)
-            out += self._deliver(min(until_rel, self._frontier - 1))
+            out += p.take(min(until_rel, self._frontier - 1), self._start_ns)
             if until_rel < self._frontier:
                 break
             self._next_chunk(until_rel)  # past the chunk: on to the next one
@@ -586,49 +551,17 @@ class MarketSim:
                 ran[state] = None
                 work.runs += 1
                 work.events += len(state.events)
-                self._bucket(state.events, state.times)
-        self._bucket_ordered = True
+                self._pending.put_in_order(state.events, state.times)
 
     def _place_buckets(self, start: int) -> None:
-        """Buckets from `start` to `_reach`: an event at float time t is in bucket
-        int((t - _bucket_origin) * _bucket_scale) - `_bucket_base`. A chunk made at once is one
-        bucket (one sort); staggered chunks have buckets of about 16 events, kept from one chunk
-        to the next (with what runs made beyond the chunk in them)."""
-        self._drop_view()
-        if self._staggered and any(self._bucket_times[self._bucket_next :]):
-            drop = self._bucket_next
-            del self._bucket_events[:drop], self._bucket_times[:drop]
-            self._bucket_base += drop
-        else:  # nothing pending: the buckets can be cut anew
-            span = self._frontier - start
-            if self._staggered:
-                events = self._event_rate() * span / _NS
-                self._bucket_scale = max(1.0, events / 16) / span
-            else:
-                self._bucket_scale = 1.0 / span
-            self._bucket_origin, self._bucket_base = float(start), 0
-            self._bucket_events, self._bucket_times = [], []
-        self._bucket_next = 0
-        count = int((self._reach - self._bucket_origin) * self._bucket_scale) - self._bucket_base
-        while len(self._bucket_times) < count + 2:  # + 2: the reach's own, and rounding
-            self._bucket_events.append([])
-            self._bucket_times.append([])
-
-    def _drop_view(self) -> None:
-        """Forget the sorted view of a bucket, first taking what was returned of it out of the
-        bucket (it is what is before the bound of the last `_deliver`)."""
-        i = self._sorted_bucket
-        if i < 0:
-            return
-        if self._view_pos == len(self._view):
-            self._bucket_events[i], self._bucket_times[i] = [], []
-        elif self._view_pos:
-            bound = self._returned_below
-            pairs = zip(self._bucket_events[i], self._bucket_times[i], strict=True)
-            kept = [(e, t) for e, t in pairs if t >= bound]
-            self._bucket_events[i] = [e for e, _ in kept]
-            self._bucket_times[i] = [t for _, t in kept]
-        self._sorted_bucket, self._view, self._view_pos = -1, [], 0
+        """Buckets up to `_reach`: one for a chunk made at once, about 16 events each for a
+        staggered chunk, kept from one chunk to the next with what runs made beyond it."""
+        span = self._frontier - start
+        if self._staggered:
+            scale = max(1.0, self._event_rate() * span / _NS / 16) / span
+        else:  # (+ 1: every time before the frontier in bucket 0, whatever the rounding)
+            scale = 1.0 / (span + 1)
+        self._pending.place(start, self._reach, scale, keep=self._staggered)
 
     def _watched_lately(self, start: int) -> bool:
         """Whether contracts were watched in the last `_QUIET_NS` before `start`: then, under
@@ -651,7 +584,7 @@ class MarketSim:
                 ran[state] = None
                 work.runs += 1
                 work.events += len(state.events)
-                self._bucket(state.events, state.times)
+                self._pending.put(state.events, state.times)
                 if self._staggered:  # (else it waits in `_ran` for the next chunk)
                     self._enqueue(state)
 
@@ -683,93 +616,6 @@ class MarketSim:
             state.run(end, state.events, state.times)
         else:
             self._run_sessions(state, end)
-
-    def _bucket(self, events: list[Event], times: list[float]) -> None:
-        """Put events not yet returned (one instrument's, in order) in the buckets of their
-        times; any before the first bucket (watched inside a chunk `next_time` made ahead of
-        `now`) go in the first, which `_deliver` splits by time."""
-        if not times:
-            return
-        origin, scale, base = self._bucket_origin, self._bucket_scale, self._bucket_base
-        bucket_events, bucket_times = self._bucket_events, self._bucket_times
-        first = max(0, int((times[0] - origin) * scale) - base)
-        last = max(0, int((times[-1] - origin) * scale) - base)
-        if first <= self._sorted_bucket <= last:  # it will need sorting again
-            self._drop_view()
-        self._bucket_ordered = False
-        if first == last:  # all in one (chunks made at once: nearly always)
-            bucket_events[first] += events
-            bucket_times[first] += times
-            return
-        for event, t in zip(events, times, strict=True):
-            i = int((t - origin) * scale) - base
-            if i < 0:
-                i = 0
-            bucket_events[i].append(event)
-            bucket_times[i].append(t)
-
-    def _deliver(self, until_rel: int) -> list[Event]:
-        """Take every event due at or before `until_rel` out of the buckets, in time order.
-
-        A bucket's index grows with its events' times, so the buckets before the one `until_rel
-        + 1` falls in hold only events before it, and that one is split by time."""
-        bound = until_rel + 1.0
-        last_ns = self._start_ns + until_rel  # an event is due if its ts_ns is at most this
-        at = int((bound - self._bucket_origin) * self._bucket_scale) - self._bucket_base
-        last = max(0, at, self._bucket_next)
-        bucket_times = self._bucket_times
-        if last == self._bucket_next == self._sorted_bucket:  # on in the bucket last split
-            return self._take(last_ns, bound)
-        count = len(bucket_times)
-        out: list[Event] = []
-        for i in range(self._bucket_next, min(last, count)):
-            if bucket_times[i]:
-                self._sort_bucket(i)
-                out += self._view[self._view_pos :]
-                self._view_pos = len(self._view)
-                self._drop_view()
-        if last >= count:
-            self._bucket_next = count
-            return out
-        if bucket_times[last]:
-            self._sort_bucket(last)
-            out += self._take(last_ns, bound)
-        self._bucket_next = last
-        return out
-
-    def _take(self, last_ns: int, bound: float) -> list[Event]:
-        """From the sorted bucket, the events due up to `last_ns` (float times below `bound`)."""
-        pos = self._view_pos
-        k = bisect_right(self._view, last_ns, pos, key=_ts_ns)
-        self._view_pos = k
-        self._returned_below = bound
-        return self._view[pos:k]
-
-    def _sort_bucket(self, i: int) -> None:
-        """Make bucket `i` the sorted view `_deliver` takes from (the buckets themselves keep
-        their events in the order they came, with their float times)."""
-        if self._sorted_bucket != i:
-            self._drop_view()
-            self._view = self._in_order(self._bucket_events[i], self._bucket_times[i])
-            self._sorted_bucket = i
-
-    def _in_order(self, events: list[Event], times: list[float]) -> list[Event]:
-        """A bucket's events in time order; ties in instrument order (underlyings by root,
-        then contracts by key order), which does not depend on when the instruments were
-        watched or run, and each instrument's own events in the order it made them.
-
-        The sort is a stable one on the events' float times (ns since the start): comparing
-        floats is far cheaper than comparing tuples, and two instruments at the same float
-        time are all but unheard of (but for indices, reported on the same grid). A bucket
-        filled in instrument order (a chunk made at once) needs no more than that."""
-        if self._bucket_ordered:
-            return _sorted_by(events, times)
-        ordered_times = sorted(times)
-        if len(set(ordered_times)) == len(ordered_times):
-            return _sorted_by(events, times)
-        ranks = [self._rank(event) for event in events]
-        order = sorted(range(len(events)), key=lambda i: (times[i], ranks[i], i))
-        return [events[i] for i in order]
 
     def _rank(self, event: Event) -> tuple[int, int | str]:
         if type(event) is OptionQuote or type(event) is OptionTrade:
@@ -804,17 +650,14 @@ class MarketSim:
 
     def _rebucket(self) -> None:
         """Every event made and not yet returned, back into empty buckets."""
-        count = len(self._bucket_times)
-        self._bucket_events = [[] for _ in range(count)]
-        self._bucket_times = [[] for _ in range(count)]
-        self._sorted_bucket, self._view, self._view_pos = -1, [], 0
+        self._pending.clear()
         bound = self._consumed + 1.0
         reports = zip(self._path_events, self._path_times, strict=True)
         kept = sorted(((e, t) for e, t in reports if t >= bound), key=itemgetter(1))
-        self._bucket([e for e, _ in kept], [t for _, t in kept])
+        self._pending.put([e for e, _ in kept], [t for _, t in kept])
         for state in self._ran:
             k = bisect_left(state.times, bound)
-            self._bucket(state.events[k:], state.times[k:])
+            self._pending.put(state.events[k:], state.times[k:])
 
     def _event_rate(self) -> float:
         """About how many events a second the watched instruments make."""
@@ -956,7 +799,7 @@ class MarketSim:
         self._path_events += events
         self._path_times += times
         self.work.events += len(events)
-        self._bucket(events, times)
+        self._pending.put(events, times)
 
     def _path(self, root: str) -> UnderlyingPath:
         path = self._paths.get(root)
