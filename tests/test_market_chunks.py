@@ -403,3 +403,28 @@ def test_rate_changes_reach_the_runs_made_beyond_the_chunk() -> None:
     wide = run(21.0, True, 1.0)
     assert digest(run(0.7, False, 0.05)) == digest(wide)
     assert digest(run(0.03, False, 0.01)) == digest(wide)
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_an_event_just_after_what_was_returned_survives_a_newcomer(at_once: bool) -> None:
+    """An index report lands on a whole nanosecond, so `advance` can stop one nanosecond before
+    it; a contract watched then puts its events in the bucket that report waits in. The report
+    must still come out, once (the bucket drops only what was returned)."""
+
+    def reports(stop: bool) -> list[Event]:
+        with chunks(30.0, at_once):
+            sim = MarketSim(MarketSettings(seed=8, start=START))
+            sim.watch_underlying("SPX")
+            sim.watch(SPY[0])
+            events = sim.advance(1.0)
+            if stop:
+                events += sim.advance(2.0 - 1e-9)  # one nanosecond before the report at 2 s
+                sim.watch(SPY[1])
+            else:
+                sim.watch(SPY[1], at=2.0 - 1e-9)
+            events += sim.advance(5.0)
+        return [e for e in events if not isinstance(e, OptionQuote | OptionTrade)]
+
+    stopped = reports(True)
+    assert MarketClock(START).unix_ns(2.0) in [e.ts_ns for e in stopped]
+    assert stopped == reports(False)
