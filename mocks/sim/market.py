@@ -95,7 +95,7 @@ _NS = 1_000_000_000
 #   runs when its first event comes due, up to its own point in the next chunk, so the chunk can
 #   be long (up to `_STAGGERED_CHUNK_EVENTS` events), each run makes several events, and what a
 #   call to `advance` makes stays about what it returns. Its finer buckets cost more per event
-#   than the one sort (at 200 contracts, 6-13% more instructions), so it is not used for few.
+#   than the one sort (at 200 contracts, 3-5% more instructions), so it is not used for few.
 _CHUNK_EVENTS_PER_INSTRUMENT = 32
 _RUN_COST = 2
 _EAGER_EVENTS_PER_RUN = 8
@@ -119,7 +119,8 @@ RATE_GRID_NS = _NS // 20
 # Under `total_rate`, chunks stop at the rate grid while contracts were watched in the last
 # second (a subscription storm); after that they take their full length.
 _QUIET_NS = _NS
-# Events are returned out of buckets of about 16 (`_deliver`); at most this many a chunk.
+# A staggered chunk's events wait in buckets of about 16 (`mocks.sim.pending`); at most this many
+# (an `advance` far ahead makes one long chunk).
 _MAX_BUCKETS = 1 << 16
 # How far `next_time` works ahead looking for the next event before it settles for a lower bound.
 _LOOKAHEAD_NS = 7 * 86_400 * _NS
@@ -257,7 +258,6 @@ class MarketSim:
         # `_path_events`: the chunk's underlying reports, made when the chunk starts.
         self._queue: list[tuple[float, int, int, ContractProcess]] = []
         self._ran: dict[ContractProcess, None] = {}
-        self._chunk_no = 0
         self._chunk_start = 0
         self._frontier = 0
         # Staggered chunks (many contracts; `_next_chunk`): runs reach up to `_reach`, a chunk
@@ -506,7 +506,6 @@ class MarketSim:
         # A run that may still be rolled back began no more than a run's span before where
         # it can be rolled back to: the rate changes it may need are kept.
         self._forget_rate_changes(min(start, self._consumed + 1) - self._longest_span)
-        self._chunk_no += 1
         self._chunk_start, self._frontier = start, end
         self._span = end - start
         self._reach = end + self._span if self._staggered and not on_grid else end
@@ -558,7 +557,8 @@ class MarketSim:
         staggered chunk, kept from one chunk to the next with what runs made beyond it."""
         span = self._frontier - start
         if self._staggered:
-            scale = max(1.0, self._event_rate() * span / _NS / 16) / span
+            buckets = min(_MAX_BUCKETS, max(1.0, self._event_rate() * span / _NS / 16))
+            scale = buckets / span
         else:  # (+ 1: every time before the frontier in bucket 0, whatever the rounding)
             scale = 1.0 / (span + 1)
         self._pending.place(start, self._reach, scale, keep=self._staggered)
@@ -606,7 +606,7 @@ class MarketSim:
             if keep > 0:
                 del state.marks[:keep], state.mark_times[:keep]
         state.snapshot()  # a rate change before `end` rolls it back to here
-        # (The buckets have copies of what the lists held: they are reused, at their size.)
+        # (The buckets have copies of what the lists held.)
         state.events.clear()
         state.times.clear()
         last_change = self._change_times[-1] if self._change_times else -1
