@@ -428,3 +428,18 @@ def test_an_event_just_after_what_was_returned_survives_a_newcomer(at_once: bool
     stopped = reports(True)
     assert MarketClock(START).unix_ns(2.0) in [e.ts_ns for e in stopped]
     assert stopped == reports(False)
+
+
+def test_an_advance_far_ahead_keeps_the_buckets_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One `advance` far ahead makes one long chunk: a staggered one still has no more than
+    `_MAX_BUCKETS` buckets for it (at 16 events each it would have hundreds here), and the
+    events are the same."""
+    with chunks(0.5):
+        small_steps = play([(0.0, SPY)], 600.0, 5.0)
+        monkeypatch.setattr(market, "_MAX_BUCKETS", 50)
+        sim = MarketSim(MarketSettings(seed=7, start=START))
+        for contract in SPY:
+            sim.watch(contract)
+        one_step = sim.advance(600.0)
+        assert len(sim._pending.times) <= 2 * 50 + 2  # (the chunk, and runs reach as far again)
+    assert digest(one_step) == digest(small_steps)
