@@ -543,14 +543,18 @@ class MarketSim:
             due.append(heappop(queue)[3])
         due.sort(key=_key_order)
         ran = self._ran
-        work = self.work
+        run = self._run
+        events: list[Event] = []
+        times: list[float] = []
         with _gc_paused():
             for state in due:
-                self._run(state, end)
+                run(state, end)
                 ran[state] = None
-                work.runs += 1
-                work.events += len(state.events)
-                self._pending.put_in_order(state.events, state.times)
+                events += state.events
+                times += state.times
+            self._pending.put_in_order(events, times)
+        self.work.runs += len(due)
+        self.work.events += len(events)
 
     def _place_buckets(self, start: int) -> None:
         """Buckets up to `_reach`: one for a chunk made at once, about 16 events each for a
