@@ -95,7 +95,7 @@ _NS = 1_000_000_000
 #   runs when its first event comes due, up to its own point in the next chunk, so the chunk can
 #   be long (up to `_STAGGERED_CHUNK_EVENTS` events), each run makes several events, and what a
 #   call to `advance` makes stays about what it returns. Its finer buckets cost more per event
-#   than the one sort (at 200 contracts, 3-5% more instructions), so it is not used for few.
+#   than the one sort (at 200 contracts, 1-3% more instructions), so it is not used for few.
 _CHUNK_EVENTS_PER_INSTRUMENT = 32
 _RUN_COST = 2
 _EAGER_EVENTS_PER_RUN = 8
