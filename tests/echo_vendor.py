@@ -36,8 +36,13 @@ class EchoSession:
         return [
             Send(
                 orjson.dumps(
-                    {"sym": format_occ(e.contract), "q": e.sequence, "t": e.ts_ns,
-                     "bp": e.bid, "ap": e.ask}
+                    {
+                        "sym": format_occ(e.contract),
+                        "q": e.sequence,
+                        "t": e.ts_ns,
+                        "bp": e.bid,
+                        "ap": e.ask,
+                    }
                 ).decode(),
                 (e,),
             )
