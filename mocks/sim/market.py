@@ -461,21 +461,17 @@ class MarketSim:
             and int((bound - p.origin) * p.scale) - p.base <= p.next
             and not (queue and queue[0][0] < bound)
         ):
-            taken = p.take_sorted(self._start_ns + until_rel, bound)
-            if until_rel > self._consumed:
-                self._consumed = until_rel
-            if until > self.now:
-                self.now = until
-            return taken
-        out: list[Event] = []
-        while True:
-            limit = min(until_rel + 1.0, float(self._frontier))
-            if queue and queue[0][0] < limit:
-                self._run_due(limit)
-            out += p.take(min(until_rel, self._frontier - 1), self._start_ns)
-            if until_rel < self._frontier:
-                break
-            self._next_chunk(until_rel)  # past the chunk: on to the next one
+            out = p.take_sorted(self._start_ns + until_rel, bound)
+        else:
+            out = []
+            while True:
+                limit = min(bound, float(self._frontier))
+                if queue and queue[0][0] < limit:
+                    self._run_due(limit)
+                out += p.take(min(until_rel, self._frontier - 1), self._start_ns)
+                if until_rel < self._frontier:
+                    break
+                self._next_chunk(until_rel)  # past the chunk: on to the next one
         if until_rel > self._consumed:
             self._consumed = until_rel
         if until > self.now:
