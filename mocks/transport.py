@@ -42,6 +42,8 @@ class Link(trio.abc.Stream):
         self.fragment_size: int | None = None  # re-frame messages into continuation frames
         self.bytes_sent = 0
         self.bytes_received = 0
+        # Bytes `write_now` could not write at once: whatever is written next goes after them.
+        self._held = b""
         # Awaited as the stream closes (shielded, at most a second): writes what is still owed
         # to the client, e.g. a close frame the WebSocket library decided on but never wrote.
         self.last_words: Callable[[], Awaitable[None]] | None = None
@@ -63,6 +65,44 @@ class Link(trio.abc.Stream):
     @property
     def stalled(self) -> bool:
         return not self._flowing.is_set()
+
+    @property
+    def can_write_now(self) -> bool:
+        """`write_now` may be used: a plain TCP socket, no switch on, nothing held back."""
+        return (
+            self._socket is not None
+            and not self._held
+            and not self._closing
+            and self._flowing.is_set()
+            and self.plain
+        )
+
+    def write_now(self, data: bytes) -> bool:
+        """Write without waiting, from a task that must not wait (the feed, `mocks.server`):
+        what the kernel takes now goes out, the rest is held and written before anything else
+        this link writes. True if it all went out. Only while `can_write_now`, and under the
+        WebSocket's write lock (it is free: the caller just checked), so no frame lands inside
+        another. An error is met again, and raised, by the next write."""
+        assert self._socket is not None
+        try:
+            sent = os.write(self._socket.fileno(), data)
+        except OSError:
+            sent = 0
+        self.bytes_sent += sent
+        if sent < len(data):
+            self._held = data[sent:]
+            return False
+        return True
+
+    @property
+    def holding(self) -> bool:
+        """Bytes `write_now` left are still to be written (`flush` writes them)."""
+        return bool(self._held)
+
+    async def flush(self) -> None:
+        """Write what `write_now` held back, waiting as long as it takes."""
+        if self._held:
+            await self._write(b"")
 
     def stall(self) -> None:
         """Stop moving bytes both ways, keep the socket: the client sees a half-open connection
@@ -104,6 +144,8 @@ class Link(trio.abc.Stream):
             await trio.sleep(len(data) / self.bandwidth)
         if not self._flowing.is_set():
             await self._flowing.wait()
+        if self._held:  # taken before the first await of the write: written once
+            data, self._held = self._held + data, b""
         await send_direct(self._stream, self._socket, data)
         self.bytes_sent += len(data)
 
@@ -141,6 +183,7 @@ class Link(trio.abc.Stream):
     async def say_last(self, data: bytes) -> None:
         """Write past every switch (the connection is ending); if the stream is gone already
         the client sees 1006, as it would have."""
+        data, self._held = self._held + data, b""
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import orjson
 import pytest
 import trio
 import trio_websocket
 
+from mocks import transport
 from mocks.hub import Hub
 from mocks.server import MockServer
 from mocks.sim.actor import Market
 from mocks.sim.market import MarketSettings
+from tests import echo_vendor
 from tests.echo_vendor import EchoServer
 
 TICKER = "O:SPY250321C00575000"
@@ -142,3 +146,134 @@ async def test_tcp_serving_on_loopback() -> None:
             with trio.fail_after(10):
                 assert orjson.loads(await ws.get_message())["sym"] == TICKER
         assert server.history[0].info.remote.startswith("127.0.0.1:")
+
+
+# -- frames written at delivery (`Connection._send_now`), over TCP ---------------------------------
+
+TICKERS = [f"O:SPY250321C00{strike}000" for strike in range(560, 580)]
+
+
+@asynccontextmanager
+async def fast_echo_mock() -> AsyncIterator[tuple[MockServer, int]]:
+    """The echo vendor on loopback TCP, its market at 4,000 events/s over what is watched."""
+    market = Market(MarketSettings(seed=1, total_rate=4_000))
+    hub = Hub(market)
+    server = MockServer(EchoServer(hub), hub, market, seed=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        yield server, await server.serve_tcp("127.0.0.1", 0)
+        nursery.cancel_scope.cancel()
+
+
+async def read_quotes(
+    ws: trio_websocket.WebSocketConnection, count: int
+) -> list[dict[str, object]]:
+    """Subscribe to TICKERS, then read `count` quotes, pinging as it goes (and reading on until
+    every pong came back): each message must be whole JSON, each contract's sequence must rise."""
+    assert await ws.get_message() == "hello"
+    for ticker in TICKERS:
+        await ws.send_message(ticker)
+    quotes: list[dict[str, object]] = []
+    last: dict[object, int] = {}
+    pings = pongs = 0
+
+    async def ping(payload: bytes) -> None:
+        nonlocal pongs
+        await ws.ping(payload)  # returns with the pong, which the reading below lets in
+        pongs += 1
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            while len(quotes) < count or pongs < pings:
+                message = await ws.get_message()
+                if isinstance(message, str) and message.startswith("subscribed"):
+                    continue
+                quote = orjson.loads(message)
+                assert quote["sym"] in TICKERS
+                assert quote["q"] > last.get(quote["sym"], -1)
+                last[quote["sym"]] = quote["q"]
+                quotes.append(quote)
+                if len(quotes) % 50 == 0 and len(quotes) <= count:
+                    pings += 1
+                    nursery.start_soon(ping, str(len(quotes)).encode())
+    return quotes
+
+
+class Spy:
+    """Counts calls of a method, then calls it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
+        self.calls = 0
+        real = getattr(owner, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+async def test_frames_written_at_delivery_arrive_whole_in_order_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernel takes only half of each write at delivery: the link holds the rest, the driver
+    # writes it before anything else, pongs included (a pong inside a frame breaks the stream).
+    def half_write(fd: int, data: bytes) -> int:
+        return os.write(fd, data[: max(1, len(data) // 2)])
+
+    monkeypatch.setattr(transport, "os", SimpleNamespace(write=half_write))
+    written_now = Spy(monkeypatch, transport.Link, "write_now")
+    flushed = Spy(monkeypatch, transport.Link, "flush")
+    async with fast_echo_mock() as (server, port):
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/echo") as ws:
+            quotes = await read_quotes(ws, 400)
+            # Counted once the driver wrote the rest (a pong may have carried it out first).
+            stats = server.connections[1].stats
+            with trio.fail_after(10):
+                while stats.events_sent < len(quotes):
+                    await trio.sleep(0.01)
+        assert written_now.calls > 0 and flushed.calls > 0  # both halves of the way were taken
+        assert server.errors == []
+
+
+async def test_frames_go_the_drivers_way_while_anything_watches_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written_now = Spy(monkeypatch, transport.Link, "write_now")
+    async with fast_echo_mock() as (server, port):
+        tapped: list[object] = []
+        server.taps.append(lambda conn, send: tapped.append(send))
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/echo") as ws:
+            quotes = await read_quotes(ws, 100)
+        assert written_now.calls == 0
+        assert len(tapped) >= len(quotes)
+        server.taps.clear()
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/echo") as ws:
+            await read_quotes(ws, 100)
+        assert written_now.calls > 0  # the check above can fail
+
+
+async def test_a_session_failing_at_delivery_ends_its_connection_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_publish = echo_vendor.EchoSession.publish
+
+    def publish(self: echo_vendor.EchoSession, events: object, now: float) -> object:
+        if self.info.conn_id == 1:
+            raise RuntimeError("a bug in the session")
+        return real_publish(self, events, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(echo_vendor.EchoSession, "publish", publish)
+    async with fast_echo_mock() as (server, port):
+        url = f"ws://127.0.0.1:{port}/echo"
+        async with trio_websocket.open_websocket_url(url) as doomed:
+            assert await doomed.get_message() == "hello"
+            await doomed.send_message(TICKER)
+            assert await doomed.get_message() == f"subscribed {TICKER}"
+            with pytest.raises(trio_websocket.ConnectionClosed), trio.fail_after(10):
+                await doomed.get_message()  # its first quote fails it
+        async with trio_websocket.open_websocket_url(url) as ws:
+            assert len(await read_quotes(ws, 100)) >= 100  # the feed and the server go on
+        assert len(server.errors) == 1
+        assert "a bug in the session" in repr(server.errors[0])

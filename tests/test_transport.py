@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import trio
+import trio.testing
 
 from mocks.transport import Link
 
@@ -68,4 +69,69 @@ async def test_a_write_after_the_link_closed_raises_trios_closed_resource_error(
     await link.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await link.send_all(b"second")
+    await client.aclose()
+
+
+async def test_write_now_holds_what_the_kernel_does_not_take_and_writes_it_first() -> None:
+    server, client = await _tcp_pair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    link = Link(server)
+    data = b"".join(i.to_bytes(4, "big") for i in range(512 * 1024))  # 2 MiB, no repeats
+    assert link.can_write_now
+    assert not link.write_now(data)  # far more than the buffers take at once
+    assert link.holding and not link.can_write_now
+    received = bytearray()
+
+    async def read_slowly() -> None:
+        while len(received) < len(data) + 5:
+            received.extend(await client.receive_some(7_000))
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_slowly)
+        with trio.fail_after(30):
+            await link.send_all(b"after")  # goes out after every held byte
+    assert bytes(received) == data + b"after"
+    assert not link.holding and link.can_write_now
+    assert link.bytes_sent == len(data) + 5
+    await link.aclose()
+    await client.aclose()
+
+
+async def test_flush_writes_what_write_now_held() -> None:
+    server, client = await _tcp_pair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    link = Link(server)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    assert not link.write_now(data)
+    received = bytearray()
+
+    async def read() -> None:
+        while len(received) < len(data):
+            received.extend(await client.receive_some(65_536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        with trio.fail_after(30):
+            await link.flush()
+    assert bytes(received) == data
+    assert link.write_now(b"small") and await client.receive_some(5) == b"small"
+    await link.aclose()
+    await client.aclose()
+
+
+async def test_nothing_writes_now_through_a_switch_or_without_a_socket() -> None:
+    server, client = await _tcp_pair()
+    link = Link(server)
+    link.latency = 0.01
+    assert not link.can_write_now
+    link.latency = 0.0
+    link.stall()
+    assert not link.can_write_now
+    link.resume()
+    assert link.can_write_now
+    memory, _ = trio.testing.memory_stream_pair()
+    assert not Link(memory).can_write_now  # no socket: memory streams and TLS
+    await link.aclose()
     await client.aclose()
