@@ -213,13 +213,22 @@ def layer_main(vendor: str, layer: bool) -> None:
 
     class NoLink(Link):
         """No byte-fault layer: reads go straight to the stream, writes as `Link` writes when
-        no switch is on (`send_direct`), without looking at the switches."""
+        no switch is on (`send_direct`, or `write_now` from the feed), without looking at the
+        switches."""
 
         def __init__(self, stream: trio.abc.Stream, rng: Any = None) -> None:
             super().__init__(stream, rng)
-            send_all = functools.partial(send_direct, stream, direct_socket(stream))
-            setattr(self, "send_all", send_all)  # noqa: B010 - instance beats class
-            setattr(self, "receive_some", stream.receive_some)  # noqa: B010
+            self._direct = functools.partial(send_direct, stream, direct_socket(stream))
+            setattr(self, "receive_some", stream.receive_some)  # noqa: B010 - instance beats class
+
+        @property
+        def can_write_now(self) -> bool:
+            return self._socket is not None and not self.holding
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            if self.holding:  # what `write_now` could not write goes first
+                await self.flush()
+            await self._direct(data)
 
     if not layer:
         setattr(mocks.server, "Link", NoLink)  # noqa: B010 - what the server wraps streams in

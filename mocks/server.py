@@ -6,8 +6,9 @@ connection through the `Hub`) and the connections. Per connection one driver tas
 `Session` and feeds it, in a fixed order at each wake-up, the client's messages, the market
 events, an overflow notice and the due timers; a reader task only moves client messages into the
 driver's queue. While a driver is parked with nothing to do, the feed publishes and writes its
-market events itself, over plain TCP with nothing watching (`Connection._send_now`). The outbound buffer is bounded in events: when the client reads slower than the
-feed, `Session.overflowed` decides (Massive: `slow_consumer`, then close).
+market events itself, over plain TCP with nothing watching (`Connection._send_now`). The
+outbound buffer is bounded in events: when the client reads slower than the feed,
+`Session.overflowed` decides (Massive: `slow_consumer`, then close).
 """
 
 from __future__ import annotations
