@@ -166,10 +166,11 @@ class Connection:
 
     # -- inputs (called from other tasks; never block) ---------------------------------------------
 
-    def deliver(self, events: list[Event]) -> None:
-        """Market events for this connection. Past `max_buffer` unsent events: overflow."""
+    def deliver(self, events: list[Event], now: float) -> None:
+        """Market events for this connection (`now`: the market's time). Past `max_buffer`
+        unsent events: overflow."""
         self.server.ledger.note(self.conn_id, "routed", events)
-        if self._parked and not self._wake.is_set() and self._send_now(events):
+        if self._parked and not self._wake.is_set() and self._send_now(events, now):
             return
         if len(self._events) + len(events) > self.max_buffer:
             if not self._overflowed:
@@ -179,7 +180,7 @@ class Connection:
             self._events.extend(events)
         self._wake.set()
 
-    def _send_now(self, events: list[Event]) -> bool:
+    def _send_now(self, events: list[Event], now: float) -> bool:
         """Publish and write these events here, in the feed's task, when the driver is parked
         with nothing else to do and nothing sees the frames one by one: the frames its next
         wake-up would send, sent without the wake-up (the scheduler round trip, the checks of a
@@ -202,7 +203,7 @@ class Connection:
             return False
         session = self.session
         try:
-            actions = session.publish(events, server.market.now())
+            actions = session.publish(events, now)
         except Exception as exc:  # a bug: the driver raises it, and this connection ends
             self._failed = exc
             self._wake.set()
@@ -548,13 +549,15 @@ class MockServer:
             self._nursery = nursery
             task_status.started()
             async for batch in batches:
+                now = self.market.now()
                 for conn_id, events in self.hub.route(batch).items():
                     conn = self.connections.get(conn_id)
                     if conn is None:
                         continue
                     if self.backpressure:
                         await conn.wait_for_room(len(events))
-                    conn.deliver(events)
+                        now = self.market.now()
+                    conn.deliver(events, now)
 
     def on_sent(self, conn: Connection, action: Send) -> None:
         for tap in self.taps:
