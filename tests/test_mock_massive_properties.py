@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mocks.hub import Hub
 from mocks.massive import MassiveSession, create_server
+from mocks.massive.aggregates import SECOND_MS, BarBuilder, DayTotals
 from mocks.massive.wire import EXCHANGE_IDS
 from mocks.session import ConnectionInfo, Send
 from mocks.sim.contracts import OptionContract
@@ -129,3 +130,40 @@ def test_subscribe_replies_once_per_known_channel_and_never_to_unknown_ones(
                 "status": "success",
                 "message": f"subscribed to: {prefix}.{symbol}",
             }
+
+
+bar_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("trade"), st.integers(0, 3), st.integers(0, 10_000)),  # contract, ms
+        st.tuples(st.just("discard"), st.integers(0, 3), st.just(0)),
+        st.tuples(st.just("due"), st.just(0), st.integers(0, 12_000)),  # bars ending by then
+    ),
+    max_size=60,
+)
+
+
+@given(bar_steps)
+def test_bars_keep_their_earliest_end_and_come_due_as_a_full_scan_finds(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    builder = BarBuilder("A", SECOND_MS)
+    day = DayTotals()
+    contracts = [
+        OptionContract("SPY", dt.date(2025, 3, 21), 570_000 + i * 1000, "C") for i in range(4)
+    ]
+    clock = 0  # trades in time order, as a session gets them
+    for step, n, ms in steps:
+        if step == "trade":
+            clock = max(clock, ms)
+            trade = OptionTrade(clock * 1_000_000, contracts[n], 1.0, 1, "CBOE", (), 1)
+            builder.add(trade, day.add(trade))
+        elif step == "discard":
+            builder.discard(contracts[n])
+        else:
+            expected = sorted(
+                ((c, b) for c, b in builder._open.items() if b.start_ms + SECOND_MS <= ms),
+                key=lambda cb: (cb[1].start_ms, cb[0]),
+            )
+            assert builder.due(lambda end, ms=ms: end <= ms) == expected
+        starts = [b.start_ms for b in builder._open.values()]
+        assert builder.earliest_end_ms() == (min(starts) + SECOND_MS if starts else None)

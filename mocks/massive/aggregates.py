@@ -67,6 +67,9 @@ class BarBuilder:
         self.ev = ev
         self.window_ms = window_ms
         self._open: dict[OptionContract, _Bar] = {}
+        # window start (Unix ms) -> open bars in it: one or two windows are open at a time, so
+        # the session's deadline (asked at every step) need not look at every open bar
+        self._starts: dict[int, int] = {}
 
     def add(self, trade: OptionTrade, day: _Day) -> _Bar | None:
         """Count a trade; returns the contract's previous bar if this trade finished it."""
@@ -79,9 +82,12 @@ class BarBuilder:
         elif bar is not None and start < bar.start_ms:
             # A trade older than the open window (a late report): its own window is gone.
             return None
+        if finished is not None:
+            self._closed(finished.start_ms)
         if bar is None:
             price = trade.price
             bar = self._open[trade.contract] = _Bar(start, price, price, price, price)
+            self._starts[start] = self._starts.get(start, 0) + 1
         bar.high = max(bar.high, trade.price)
         bar.low = min(bar.low, trade.price)
         bar.close = trade.price
@@ -95,19 +101,33 @@ class BarBuilder:
 
     def due(self, is_due: Callable[[int], bool]) -> list[tuple[OptionContract, _Bar]]:
         """Take the bars whose window end (Unix ms) `is_due`, oldest first."""
-        out = [(c, b) for c, b in self._open.items() if is_due(b.start_ms + self.window_ms)]
-        for contract, _ in out:
+        window = self.window_ms
+        due = {start for start in self._starts if is_due(start + window)}
+        if not due:
+            return []
+        out = [(c, b) for c, b in self._open.items() if b.start_ms in due]
+        for contract, bar in out:
             del self._open[contract]
+            self._closed(bar.start_ms)
         out.sort(key=lambda cb: (cb[1].start_ms, cb[0]))
         return out
 
     def discard(self, contract: OptionContract) -> None:
-        self._open.pop(contract, None)
+        bar = self._open.pop(contract, None)
+        if bar is not None:
+            self._closed(bar.start_ms)
 
     def earliest_end_ms(self) -> int | None:
-        if not self._open:
+        if not self._starts:
             return None
-        return min(b.start_ms for b in self._open.values()) + self.window_ms
+        return min(self._starts) + self.window_ms
+
+    def _closed(self, start: int) -> None:
+        left = self._starts[start] - 1
+        if left:
+            self._starts[start] = left
+        else:
+            del self._starts[start]
 
     def render(self, symbol: str, bar: _Bar) -> AggregateEvent:
         return AggregateEvent(
