@@ -167,3 +167,34 @@ def test_bars_keep_their_earliest_end_and_come_due_as_a_full_scan_finds(
             assert builder.due(lambda end, ms=ms: end <= ms) == expected
         starts = [b.start_ms for b in builder._open.values()]
         assert builder.earliest_end_ms() == (min(starts) + SECOND_MS if starts else None)
+
+
+THREE = [OptionContract("SPY", dt.date(2025, 12, 19), 650_000 + i * 5_000, "C") for i in range(3)]
+subscription_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["subscribe", "unsubscribe"]),
+        st.sampled_from(["Q", "T", "A"]),
+        st.integers(0, 2),
+    ),
+    max_size=20,
+)
+
+
+@given(subscription_steps)
+def test_quotes_stream_for_exactly_the_contracts_subscribed_on_q(
+    steps: list[tuple[str, str, int]],
+) -> None:
+    session = _session()
+    session.received(f'{{"action":"unsubscribe","params":"Q.{SYMBOL},T.{SYMBOL}"}}', 0.0)
+    on_q: set[str] = set()
+    for action, channel, n in steps:
+        symbol = format_occ(THREE[n])
+        session.received(f'{{"action":"{action}","params":"{channel}.{symbol}"}}', 0.0)
+        if channel == "Q":
+            (on_q.add if action == "subscribe" else on_q.discard)(symbol)
+    events = [
+        OptionQuote(T0_NS + i, c, 1.0, 1.1, 1, 1, "XCBO", "XCBO", i) for i, c in enumerate(THREE)
+    ]
+    frames = [a for a in session.publish(events, 1.0) if isinstance(a, Send)]
+    streamed = {e["sym"] for f in frames for e in orjson.loads(f.data) if e["ev"] == "Q"}
+    assert streamed == on_q

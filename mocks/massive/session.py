@@ -56,6 +56,9 @@ class MassiveSession:
         self._wanted: set[OptionContract] = set()  # what the hub routes to this connection
         self._wildcard_contracts: set[OptionContract] = set()
         self._symbols: dict[OptionContract, str] = {}
+        # The contracts whose quotes stream, with their symbol: subscribed on `Q` under the
+        # symbol Massive prints (`publish` looks each quote up once).
+        self._quoted: dict[OptionContract, str] = {}
         self._now = info.opened_at
         self._auth_deadline = info.opened_at + self.settings.auth_timeout
         self.requests = RequestRate(self.settings.request_limit, info.opened_at)
@@ -117,14 +120,13 @@ class MassiveSession:
         # The hot loop of `--rate max`: one symbol lookup per quote, into the batch unencoded
         # (`_add`: the frame is encoded in one go); everything else takes the general path.
         # A quote event is rendered here only: the exchange ids are looked up inline.
-        quotes = self.subscriptions[QUOTES] if not self.delayed else {}
-        symbols, add = self._symbols, self._add
+        quoted, add = self._quoted.get, self._add
         quote, ids, opra = wire.QuoteEvent, wire.EXCHANGE_IDS, wire.OPRA_ID
         besides_symbol = wire.QUOTE_BYTES_BESIDES_SYMBOL
         for event in events:
             if type(event) is OptionQuote:
-                sym = symbols.get(event.contract) or self._symbol(event.contract)
-                if sym in quotes:
+                sym = quoted(event.contract)
+                if sym is not None:
                     item = quote(
                         "Q",
                         sym,
@@ -266,6 +268,8 @@ class MassiveSession:
             symbols[symbol] = contract
             if contract is not None:
                 added.append(contract)
+                if channel == QUOTES and self._symbol(contract) == symbol:
+                    self._quoted[contract] = symbol
             replies.append(wire.subscribed(token))
         if over_limit:
             replies.append(invented.quote_limit_exceeded(limit, over_limit))
@@ -284,6 +288,8 @@ class MassiveSession:
                 contract = self.subscriptions[channel].pop(symbol, None)
                 if contract is not None and channel in self._bars:
                     self._bars[channel].discard(contract)
+                if contract is not None and channel == QUOTES and symbol == self._symbol(contract):
+                    del self._quoted[contract]
             replies.append(wire.unsubscribed(token))
         if not self.wildcards & wire.WILDCARD_CHANNELS:
             self._wildcard_contracts.clear()
