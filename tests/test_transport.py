@@ -23,22 +23,30 @@ async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     return server, client
 
 
-async def test_a_write_bigger_than_the_socket_buffer_arrives_whole_and_in_order() -> None:
+BIG = b"".join(i.to_bytes(4, "big") for i in range(512 * 1024))  # 2 MiB, no repeats
+
+
+async def _narrow_tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """`_tcp_pair` with small buffers: the kernel takes only part of a big write at once."""
     server, client = await _tcp_pair()
-    # Small buffers, so the kernel takes only part of the write at once and Trio waits for room.
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    return server, client
+
+
+async def _read_slowly(client: trio.SocketStream, size: int, into: bytearray) -> None:
+    while len(into) < size:
+        into.extend(await client.receive_some(7_000))
+        await trio.sleep(0)
+
+
+async def test_a_write_bigger_than_the_socket_buffer_arrives_whole_and_in_order() -> None:
+    server, client = await _narrow_tcp_pair()  # Trio waits for room
     link = Link(server)
-    data = b"".join(i.to_bytes(4, "big") for i in range(512 * 1024))  # 2 MiB, no repeats
+    data = BIG
     received = bytearray()
-
-    async def read_slowly() -> None:
-        while len(received) < len(data):
-            received.extend(await client.receive_some(7_000))
-            await trio.sleep(0)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_slowly)
+        nursery.start_soon(_read_slowly, client, len(data), received)
         with trio.fail_after(30):
             await link.send_all(data)
             await link.send_all(b"after")
@@ -73,23 +81,15 @@ async def test_a_write_after_the_link_closed_raises_trios_closed_resource_error(
 
 
 async def test_write_now_holds_what_the_kernel_does_not_take_and_writes_it_first() -> None:
-    server, client = await _tcp_pair()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    server, client = await _narrow_tcp_pair()
     link = Link(server)
-    data = b"".join(i.to_bytes(4, "big") for i in range(512 * 1024))  # 2 MiB, no repeats
+    data = BIG
     assert link.can_write_now
     assert not link.write_now(data)  # far more than the buffers take at once
     assert link.holding and not link.can_write_now
     received = bytearray()
-
-    async def read_slowly() -> None:
-        while len(received) < len(data) + 5:
-            received.extend(await client.receive_some(7_000))
-            await trio.sleep(0)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_slowly)
+        nursery.start_soon(_read_slowly, client, len(data) + 5, received)
         with trio.fail_after(30):
             await link.send_all(b"after")  # goes out after every held byte
     assert bytes(received) == data + b"after"
@@ -100,19 +100,13 @@ async def test_write_now_holds_what_the_kernel_does_not_take_and_writes_it_first
 
 
 async def test_flush_writes_what_write_now_held() -> None:
-    server, client = await _tcp_pair()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    server, client = await _narrow_tcp_pair()
     link = Link(server)
-    data = bytes(range(256)) * 4096  # 1 MiB
+    data = BIG
     assert not link.write_now(data)
     received = bytearray()
-
-    async def read() -> None:
-        while len(received) < len(data):
-            received.extend(await client.receive_some(65_536))
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
+        nursery.start_soon(_read_slowly, client, len(data), received)
         with trio.fail_after(30):
             await link.flush()
     assert bytes(received) == data
