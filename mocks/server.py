@@ -152,7 +152,8 @@ class Connection:
         self._injected: list[Action] = []
         self._ending: Action | None = None  # a close or abort ordered from outside
         self._client_gone = False
-        self._parked = False  # the driver waits for a wake-up, with no timer (`_send_now`)
+        self._parked = False  # the driver waits for a wake-up or its timer (`_send_now`)
+        self._armed: float | None = None  # the timer it waits for, if any
         self._unflushed: list[Send] = []  # sent by `_send_now`, partly still held by the link
         self._failed: Exception | None = None  # what `_send_now` met, for the driver to raise
 
@@ -182,11 +183,12 @@ class Connection:
 
     def _send_now(self, events: list[Event], now: float) -> bool:
         """Publish and write these events here, in the feed's task, when the driver is parked
-        with nothing else to do and nothing sees the frames one by one: the frames its next
-        wake-up would send, sent without the wake-up (the scheduler round trip, the checks of a
-        step). With hundreds of connections each woken for an event or two, the wake-ups were
-        about a sixth of the mock's CPU. False: the driver's way instead (a fault on, a tap or
-        observer, TLS or memory streams, a write under way).
+        (waiting for a wake-up or its timer) with nothing else to do and nothing sees the
+        frames one by one: the frames its next wake-up would send, sent without the wake-up
+        (the scheduler round trip, the checks of a step). With hundreds of connections each
+        woken for an event or two, the wake-ups were about a sixth of the mock's CPU. False:
+        the driver's way instead (a fault on, a tap or observer, TLS or memory streams, a
+        write under way).
 
         What the kernel does not take at once the link holds and the driver writes next
         (`Link.write_now`, `flush`); anything but frames (a close) goes to the driver too."""
@@ -220,7 +222,12 @@ class Connection:
             else:
                 self._unflushed = sends
                 self._wake.set()
-        if session.next_deadline() is not None:  # a timer to arm (a batch waiting, a bar)
+        # A timer (a batch waiting, a bar, a heartbeat) earlier than the driver's, or due
+        # already: wake the driver to re-arm or to tick. (Under `--rate max` market time runs
+        # ahead of the clock the driver's timer is on: deliveries are what tell it.)
+        deadline = session.next_deadline()
+        armed = self._armed
+        if deadline is not None and (armed is None or deadline < armed or deadline <= now):
             self._wake.set()
         return True
 
@@ -291,19 +298,19 @@ class Connection:
                     return
                 while True:
                     deadline = session.next_deadline()
-                    if deadline is None:
-                        # No timer due: no cancel scope (5-8 us a wake-up), and the feed may
-                        # send for this connection meanwhile (`_send_now`).
-                        self._parked = True
-                        try:
+                    # Meanwhile the feed may send for this connection (`_send_now`); it wakes
+                    # the driver only for a timer earlier than this one.
+                    self._parked, self._armed = True, deadline
+                    try:
+                        if deadline is None:  # no timer: no cancel scope (5-8 us a wake-up)
                             await self._wake.wait()
-                        finally:
-                            self._parked = False
-                        timed_out = False
-                    else:
-                        with trio.move_on_at(market.trio_time(deadline)) as timer:
-                            await self._wake.wait()
-                        timed_out = timer.cancelled_caught
+                            timed_out = False
+                        else:
+                            with trio.move_on_at(market.trio_time(deadline)) as timer:
+                                await self._wake.wait()
+                            timed_out = timer.cancelled_caught
+                    finally:
+                        self._parked = False
                     self._wake = trio.Event()
                     now = market.now()
                     if timed_out and deadline is not None:

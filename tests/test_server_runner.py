@@ -12,11 +12,12 @@ import pytest
 import trio
 import trio_websocket
 
-from mocks import transport
+from mocks import massive, transport
 from mocks.hub import Hub
 from mocks.server import MockServer
 from mocks.sim.actor import Market
 from mocks.sim.market import MarketSettings
+from mocks.vendors import vendor_spec
 from tests import echo_vendor
 from tests.echo_vendor import EchoServer
 
@@ -277,3 +278,87 @@ async def test_a_session_failing_at_delivery_ends_its_connection_only(
             assert len(await read_quotes(ws, 100)) >= 100  # the feed and the server go on
         assert len(server.errors) == 1
         assert "a bug in the session" in repr(server.errors[0])
+
+
+async def test_a_connection_waiting_for_its_timer_is_sent_for_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Theta's driver always waits for a timer (the next heartbeat): the feed sends for it
+    # all the same, and wakes it only for an earlier timer.
+    written_now = Spy(monkeypatch, transport.Link, "write_now")
+    spec = vendor_spec("theta")
+    market = Market(MarketSettings(seed=1, total_rate=2_000))
+    hub = Hub(market)
+    server = MockServer(spec.create_server(hub, market.sim), hub, market, seed=1)
+    contract = {"root": "SPY", "expiration": 20250321, "strike": 575000, "right": "C"}
+    subscribe = {"msg_type": "STREAM", "sec_type": "OPTION", "req_type": "QUOTE"}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        port = await server.serve_tcp("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}{spec.path}"
+        async with trio_websocket.open_websocket_url(url) as ws:
+            request = {**subscribe, "add": True, "id": 1, "contract": contract}
+            await ws.send_message(orjson.dumps(request).decode())
+            quotes = 0
+            with trio.fail_after(30):
+                while quotes < 200:
+                    message = orjson.loads(await ws.get_message())
+                    quotes += message["header"]["type"] == "QUOTE"
+        nursery.cancel_scope.cancel()
+    assert written_now.calls > 0
+    assert server.errors == []
+
+
+async def test_a_timer_a_delivery_sets_wakes_the_driver() -> None:
+    # Massive with a flush interval: the first event of a batch sets a timer the parked
+    # driver does not wait for yet; the feed wakes it, and the batch leaves on time (with no
+    # wake-up it would wait to fill a frame: some 400 quotes, 8 s at this rate).
+    market = Market(MarketSettings(seed=1, total_rate=50))
+    hub = Hub(market)
+    core = massive.create_server(hub, market.sim, flush_interval=0.05, max_batch_events=100_000)
+    server = MockServer(core, hub, market, seed=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        port = await server.serve_tcp("127.0.0.1", 0)
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/options") as ws:
+            await ws.get_message()  # connected
+            await ws.send_message('{"action":"auth","params":"k"}')
+            await ws.get_message()
+            await ws.send_message('{"action":"subscribe","params":"Q.' + TICKER + '"}')
+            await ws.get_message()
+            with trio.fail_after(10):
+                for _ in range(3):
+                    frame = orjson.loads(await ws.get_message())
+                    assert {event["ev"] for event in frame} == {"Q"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_deliveries_tell_a_driver_its_timer_is_due_when_market_time_runs_ahead() -> None:
+    # `--rate max`: market time runs far ahead of the clock the driver's timer is set on.
+    # Amberdata's snapshots are due by market time; each delivery that finds one due wakes
+    # the driver (waiting for its timer on the clock, it would send about one a second).
+    spec = vendor_spec("amberdata")
+    market = Market(MarketSettings(seed=1), max_rate=True, resolution=0.25)
+    hub = Hub(market)
+    core = spec.create_server(hub, market.sim)
+    server = MockServer(core, hub, market, seed=1, backpressure=True, keep_events=False)
+    instrument = {"instrument": "BTC-28MAR25-90000-C", "exchange": "deribit"}
+    subscribe = {"jsonrpc": "2.0", "id": 1, "method": "subscribe"}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        await nursery.start(server.run)
+        port = await server.serve_tcp("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}{spec.path}"
+        headers = [(b"x-api-key", b"k")]
+        async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+            request = {**subscribe, "params": ["market:options:order:snapshots", instrument]}
+            await ws.send_message(orjson.dumps(request).decode())
+            snapshots = 0
+            with trio.fail_after(20):
+                while snapshots < 200:
+                    message = orjson.loads(await ws.get_message())
+                    snapshots += "params" in message
+        nursery.cancel_scope.cancel()
+    assert server.errors == []
