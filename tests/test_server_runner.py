@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import SimpleNamespace
 
 import orjson
@@ -15,8 +15,9 @@ import trio_websocket
 from mocks import massive, transport
 from mocks.hub import Hub
 from mocks.server import MockServer
+from mocks.session import VendorServer
 from mocks.sim.actor import Market
-from mocks.sim.market import MarketSettings
+from mocks.sim.market import MarketSettings, MarketSim
 from mocks.vendors import vendor_spec
 from tests import echo_vendor
 from tests.echo_vendor import EchoServer
@@ -155,16 +156,23 @@ TICKERS = [f"O:SPY250321C00{strike}000" for strike in range(560, 580)]
 
 
 @asynccontextmanager
-async def fast_echo_mock() -> AsyncIterator[tuple[MockServer, int]]:
-    """The echo vendor on loopback TCP, its market at 4,000 events/s over what is watched."""
-    market = Market(MarketSettings(seed=1, total_rate=4_000))
+async def tcp_mock(
+    core: Callable[[Hub, MarketSim], VendorServer], market: Market, **options: bool
+) -> AsyncIterator[tuple[MockServer, int]]:
+    """A vendor core served on loopback TCP: the server and its port."""
     hub = Hub(market)
-    server = MockServer(EchoServer(hub), hub, market, seed=1)
+    server = MockServer(core(hub, market.sim), hub, market, seed=1, **options)
     async with trio.open_nursery() as nursery:
         await nursery.start(market.run)
         await nursery.start(server.run)
         yield server, await server.serve_tcp("127.0.0.1", 0)
         nursery.cancel_scope.cancel()
+
+
+def fast_echo_mock() -> AbstractAsyncContextManager[tuple[MockServer, int]]:
+    """The echo vendor on loopback TCP, its market at 4,000 events/s over what is watched."""
+    market = Market(MarketSettings(seed=1, total_rate=4_000))
+    return tcp_mock(lambda hub, _: EchoServer(hub), market)
 
 
 async def read_quotes(
@@ -287,15 +295,10 @@ async def test_a_connection_waiting_for_its_timer_is_sent_for_too(
     # all the same, and wakes it only for an earlier timer.
     written_now = Spy(monkeypatch, transport.Link, "write_now")
     spec = vendor_spec("theta")
-    market = Market(MarketSettings(seed=1, total_rate=2_000))
-    hub = Hub(market)
-    server = MockServer(spec.create_server(hub, market.sim), hub, market, seed=1)
     contract = {"root": "SPY", "expiration": 20250321, "strike": 575000, "right": "C"}
     subscribe = {"msg_type": "STREAM", "sec_type": "OPTION", "req_type": "QUOTE"}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(market.run)
-        await nursery.start(server.run)
-        port = await server.serve_tcp("127.0.0.1", 0)
+    market = Market(MarketSettings(seed=1, total_rate=2_000))
+    async with tcp_mock(spec.create_server, market) as (server, port):
         url = f"ws://127.0.0.1:{port}{spec.path}"
         async with trio_websocket.open_websocket_url(url) as ws:
             request = {**subscribe, "add": True, "id": 1, "contract": contract}
@@ -305,7 +308,6 @@ async def test_a_connection_waiting_for_its_timer_is_sent_for_too(
                 while quotes < 200:
                     message = orjson.loads(await ws.get_message())
                     quotes += message["header"]["type"] == "QUOTE"
-        nursery.cancel_scope.cancel()
     assert written_now.calls > 0
     assert server.errors == []
 
@@ -315,13 +317,11 @@ async def test_a_timer_a_delivery_sets_wakes_the_driver() -> None:
     # driver does not wait for yet; the feed wakes it, and the batch leaves on time (with no
     # wake-up it would wait to fill a frame: some 400 quotes, 8 s at this rate).
     market = Market(MarketSettings(seed=1, total_rate=50))
-    hub = Hub(market)
-    core = massive.create_server(hub, market.sim, flush_interval=0.05, max_batch_events=100_000)
-    server = MockServer(core, hub, market, seed=1)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(market.run)
-        await nursery.start(server.run)
-        port = await server.serve_tcp("127.0.0.1", 0)
+
+    def core(hub: Hub, sim: MarketSim) -> VendorServer:
+        return massive.create_server(hub, sim, flush_interval=0.05, max_batch_events=100_000)
+
+    async with tcp_mock(core, market) as (server, port):
         async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/options") as ws:
             await ws.get_message()  # connected
             await ws.send_message('{"action":"auth","params":"k"}')
@@ -332,7 +332,7 @@ async def test_a_timer_a_delivery_sets_wakes_the_driver() -> None:
                 for _ in range(3):
                     frame = orjson.loads(await ws.get_message())
                     assert {event["ev"] for event in frame} == {"Q"}
-        nursery.cancel_scope.cancel()
+        assert server.errors == []
 
 
 async def test_deliveries_tell_a_driver_its_timer_is_due_when_market_time_runs_ahead() -> None:
@@ -341,15 +341,10 @@ async def test_deliveries_tell_a_driver_its_timer_is_due_when_market_time_runs_a
     # the driver (waiting for its timer on the clock, it would send about one a second).
     spec = vendor_spec("amberdata")
     market = Market(MarketSettings(seed=1), max_rate=True, resolution=0.25)
-    hub = Hub(market)
-    core = spec.create_server(hub, market.sim)
-    server = MockServer(core, hub, market, seed=1, backpressure=True, keep_events=False)
     instrument = {"instrument": "BTC-28MAR25-90000-C", "exchange": "deribit"}
     subscribe = {"jsonrpc": "2.0", "id": 1, "method": "subscribe"}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(market.run)
-        await nursery.start(server.run)
-        port = await server.serve_tcp("127.0.0.1", 0)
+    options = {"backpressure": True, "keep_events": False}
+    async with tcp_mock(spec.create_server, market, **options) as (server, port):
         url = f"ws://127.0.0.1:{port}{spec.path}"
         headers = [(b"x-api-key", b"k")]
         async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
@@ -360,5 +355,4 @@ async def test_deliveries_tell_a_driver_its_timer_is_due_when_market_time_runs_a
                 while snapshots < 200:
                     message = orjson.loads(await ws.get_message())
                     snapshots += "params" in message
-        nursery.cancel_scope.cancel()
     assert server.errors == []
