@@ -84,10 +84,7 @@ class Link(trio.abc.Stream):
         WebSocket's write lock (it is free: the caller just checked), so no frame lands inside
         another. An error is met again, and raised, by the next write."""
         assert self._socket is not None
-        try:
-            sent = os.write(self._socket.fileno(), data)
-        except OSError:
-            sent = 0
+        sent = _write_some(self._socket, data)
         self.bytes_sent += sent
         if sent < len(data):
             self._held = data[sent:]
@@ -222,14 +219,18 @@ async def send_direct(
     per frame. (The server's connection loop checkpoints at every wake-up anyway.) What the
     kernel does not take now, or an error, goes to Trio, which waits and raises as usual: an
     error leaves `sent` at 0, and Trio meets it again on the same bytes."""
-    sent = 0
-    if sock is not None:
-        try:
-            sent = os.write(sock.fileno(), data)
-        except OSError:
-            sent = 0
+    sent = 0 if sock is None else _write_some(sock, data)
     if sent < len(data):
         await stream.send_all(memoryview(data)[sent:] if sent else data)
+
+
+def _write_some(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> int:
+    """What the kernel takes of `data` now, without waiting; 0 on an error, which the next
+    write through Trio meets again (and raises)."""
+    try:
+        return os.write(sock.fileno(), data)
+    except OSError:
+        return 0
 
 
 _TEXT, _BINARY, _PONG = 0x1, 0x2, 0xA
