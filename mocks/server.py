@@ -299,7 +299,7 @@ class Connection:
                 while True:
                     deadline = session.next_deadline()
                     # Meanwhile the feed may send for this connection (`_send_now`); it wakes
-                    # the driver only for a timer earlier than this one.
+                    # the driver only for a timer earlier than this one, or one already due.
                     self._parked, self._armed = True, deadline
                     try:
                         if deadline is None:  # no timer: no cancel scope (5-8 us a wake-up)
