@@ -40,6 +40,16 @@ def test_occ_round_trips(root: str, expiration: dt.date, strike: int, right: str
     assert parse_occ(format_occ(contract)) == contract
 
 
+@given(roots, st.dates(dt.date(1990, 1, 1), dt.date(2099, 12, 31)), st.integers(1, 10**9), rights)
+def test_contract_key_is_the_occ_layout(
+    root: str, expiration: dt.date, strike: int, right: str
+) -> None:
+    # The market seeds each contract's generators by its key: the same seed, the same streams
+    # only while the key keeps this layout (it is computed once, not by strftime).
+    contract = OptionContract(root, expiration, strike, right)
+    assert contract.key == f"{root}{expiration:%y%m%d}{right}{strike:08d}"
+
+
 @given(roots, expirations, st.integers(1, 10**9), rights)
 def test_theta_round_trips_including_strings(
     root: str, expiration: dt.date, strike: int, right: str

@@ -35,11 +35,18 @@ class OptionContract:
     # (`mocks.hub.Hub.route`), and hashing a date each time cost as much as the rest of routing.
     # The same value the generated `__hash__` gives; not part of equality, order or repr.
     _hash: int = field(init=False, repr=False, compare=False)
+    # Computed once too: the market names and seeds a contract's generators by it when a client
+    # subscribes (three uses a watch; `strftime` made it 3 us each).
+    key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "_hash", hash((self.root, self.expiration, self.strike_milli, self.right))
         )
+        day = self.expiration
+        # A stable, human-readable key (OCC layout) used for ordering and seeding.
+        key = f"{self.root}{day.year % 100:02d}{day.month:02d}{day.day:02d}"
+        object.__setattr__(self, "key", f"{key}{self.right}{self.strike_milli:08d}")
 
     def __hash__(self) -> int:
         return self._hash
@@ -59,11 +66,6 @@ class OptionContract:
     @property
     def underlying(self) -> str:
         return underlying_of(self.root)
-
-    @property
-    def key(self) -> str:
-        """A stable, human-readable key (OCC layout) used for ordering and seeding."""
-        return f"{self.root}{self.expiration:%y%m%d}{self.right}{self.strike_milli:08d}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ how `advance` is called.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import math
 from bisect import bisect_left, bisect_right
@@ -849,8 +850,11 @@ def _grid_after(rel: int) -> int:
 
 def expiry_instant_ns(contract: OptionContract) -> int:
     """When a contract stops trading: 16:00 ET for US options, 08:00 UTC for Deribit-style ones."""
-    if underlying(contract.root).kind is Kind.CRYPTO:
-        moment = dt.datetime.combine(contract.expiration, dt.time(8, 0), tzinfo=UTC)
-    else:
-        moment = dt.datetime.combine(contract.expiration, dt.time(16, 0), tzinfo=EASTERN)
-    return unix_ns(moment)
+    return _expiry_instant_ns(contract.expiration, underlying(contract.root).kind is Kind.CRYPTO)
+
+
+@functools.lru_cache(maxsize=4096)  # a chain has a few dozen expirations; a watch asks for one
+def _expiry_instant_ns(expiration: dt.date, crypto: bool) -> int:
+    if crypto:
+        return unix_ns(dt.datetime.combine(expiration, dt.time(8, 0), tzinfo=UTC))
+    return unix_ns(dt.datetime.combine(expiration, dt.time(16, 0), tzinfo=EASTERN))
