@@ -275,10 +275,11 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     from mocks.serve import (
         close_all,
         long_running_server,
+        server_collector,
         serving_market,
+        start_market,
         url,
         warn_if_exposed,
-        warn_when_behind,
     )
     from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
@@ -297,12 +298,13 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
 
     async def main(writer: RecordingWriter, tls: Tls | None) -> None:
         market = serving_market(settings, max_rate=max_rate, wall_clock=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with (
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+            server_collector(),
+        ):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flush_periodically, writer)
-                await nursery.start(market.run)
-                if not max_rate:
-                    nursery.start_soon(warn_when_behind, market)
+                await start_market(nursery, market)
                 server = long_running_server(
                     vendor, market, tuple(args.api_keys), args.seed, max_rate
                 )

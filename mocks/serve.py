@@ -51,7 +51,7 @@ SERVE_GC_THRESHOLD = 50_000
 
 
 @contextlib.contextmanager
-def _collector() -> Iterator[None]:
+def server_collector() -> Iterator[None]:
     """The cyclic GC for a long-running server: what exists at start-up is set aside for good
     (`gc.freeze`) and young collections run less often. With the defaults, events waiting for
     their tick were promoted to the old generations and full collections over the whole heap
@@ -152,6 +152,13 @@ async def warn_when_behind(
             )
 
 
+async def start_market(nursery: trio.Nursery, market: Market) -> None:
+    """The market's task, and (on the clock) the warning when it falls behind."""
+    await nursery.start(market.run)
+    if not market.max_rate:  # `--rate max` has no clock to keep up with
+        nursery.start_soon(warn_when_behind, market)
+
+
 async def serve_forever(
     vendors: list[str],
     host: str,
@@ -169,11 +176,9 @@ async def serve_forever(
     market = serving_market(settings, max_rate=max_rate, wall_clock=wall_clock)
     servers: list[MockServer] = []
     urls: list[str] = []
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, _collector():
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, server_collector():
         async with trio.open_nursery() as nursery:
-            await nursery.start(market.run)
-            if not max_rate:  # `--rate max` has no clock to keep up with
-                nursery.start_soon(warn_when_behind, market)
+            await start_market(nursery, market)
             for name in vendors:
                 spec = vendor_spec(name)
                 server = long_running_server(name, market, api_keys, settings.seed, max_rate)
