@@ -31,8 +31,11 @@ class Watchable(Protocol):
 class Hub:
     def __init__(self, market: Watchable) -> None:
         self.market = market
-        # interest -> {connection id: Unix ns of the subscription}
-        self._by_contract: dict[OptionContract, dict[int, int]] = defaultdict(dict)
+        # interest -> {connection id: Unix ns of the subscription}. Contracts by key: a string
+        # hashes in C where a contract calls Python, and an event's contract is the market's
+        # object, not necessarily the subscriber's (equal, but compared field by field).
+        self._by_contract: dict[str, dict[int, int]] = defaultdict(dict)
+        self._contracts: dict[str, OptionContract] = {}
         self._by_root: dict[str, dict[int, int]] = defaultdict(dict)
         self._wakers: dict[int, Callable[[], None]] = {}
 
@@ -42,15 +45,16 @@ class Hub:
         Returns False when the market will never produce data for it (strict mode and an expired
         contract): the vendor still acknowledges, as the real ones do, but nothing arrives.
         """
-        self._by_contract[contract].setdefault(conn_id, self.market.now_ns())
+        self._by_contract[contract.key].setdefault(conn_id, self.market.now_ns())
+        self._contracts.setdefault(contract.key, contract)
         return self.market.watch(contract)
 
     def unwant(self, conn_id: int, contract: OptionContract) -> None:
-        ids = self._by_contract.get(contract)
+        ids = self._by_contract.get(contract.key)
         if ids is not None:
             ids.pop(conn_id, None)
             if not ids:
-                del self._by_contract[contract]
+                del self._by_contract[contract.key], self._contracts[contract.key]
 
     def want_root(self, conn_id: int, root: str) -> None:
         """Route an underlying's ticks and an index's price reports to the connection."""
@@ -66,8 +70,8 @@ class Hub:
 
     def forget(self, conn_id: int) -> None:
         """Drop every interest of a connection (it closed)."""
-        for contract in [c for c, ids in self._by_contract.items() if conn_id in ids]:
-            self.unwant(conn_id, contract)
+        for key in [k for k, ids in self._by_contract.items() if conn_id in ids]:
+            self.unwant(conn_id, self._contracts[key])
         for root in [r for r, ids in self._by_root.items() if conn_id in ids]:
             self.unwant_root(conn_id, root)
         self._wakers.pop(conn_id, None)
@@ -77,7 +81,7 @@ class Hub:
         return bool(self._by_contract or self._by_root)
 
     def contracts_of(self, conn_id: int) -> set[OptionContract]:
-        return {c for c, ids in self._by_contract.items() if conn_id in ids}
+        return {self._contracts[k] for k, ids in self._by_contract.items() if conn_id in ids}
 
     def register(self, conn_id: int, waker: Callable[[], None]) -> None:
         self._wakers[conn_id] = waker
@@ -95,7 +99,7 @@ class Hub:
         # Exact type tests (events are never subclassed): far cheaper than isinstance on a union.
         for event in events:
             if type(event) is OptionQuote or type(event) is OptionTrade:
-                ids = by_contract(event.contract)
+                ids = by_contract(event.contract.key)
             elif type(event) is UnderlyingTick or type(event) is IndexPrice:
                 ids = by_root(event.root)
             else:  # pragma: no cover - Event is a closed union

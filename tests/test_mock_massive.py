@@ -341,6 +341,29 @@ def test_unknown_well_formed_contract_is_acknowledged_and_streams() -> None:
     assert any(m["ev"] == "Q" and m["sym"] == unknown for m in out)
 
 
+def test_a_reconnected_client_gets_what_a_closed_connection_first_watched() -> None:
+    # The market keeps the contract object of the first connection to watch it; the next one
+    # names the same contract with an object of its own: routing and quotes go by contract,
+    # not by object.
+    rig = Rig()
+    first = rig.authed("k")
+    first.received(sub(f"Q.{SPY_CALL},T.{SPY_CALL}"), 0.0)
+    assert any(m["ev"] == "Q" for m in messages(rig.run(first, 30.0)))
+    rig.hub.forget(first.conn_id)
+    first.closed(30.0)
+    second = rig.authed("k", 30.0)
+    second.received(sub(f"Q.{SPY_CALL}"), 30.0)
+    watched = next(iter(rig.hub.contracts_of(second.conn_id)))
+    routed = rig.hub.route(rig.market.advance(60.0))[second.conn_id]
+    assert routed and all(e.contract == watched and e.contract is not watched for e in routed)
+    out = messages(second.publish(routed, 60.0) + second.tick(61.0))
+    assert {m["ev"] for m in out} == {"Q"} and {m["sym"] for m in out} == {SPY_CALL}
+    assert len(out) == sum(type(e) is OptionQuote for e in routed)
+    second.received(sub(f"Q.{SPY_CALL}", "unsubscribe"), 61.0)
+    assert rig.hub.contracts_of(second.conn_id) == set()
+    assert messages(rig.run(second, 90.0)) == []
+
+
 def test_strict_market_acknowledges_an_expired_contract_and_sends_nothing() -> None:
     rig = Rig(market=MarketSettings(seed=3, start=START, strict=True))
     session = rig.authed()

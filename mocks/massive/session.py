@@ -56,9 +56,11 @@ class MassiveSession:
         self._wanted: set[OptionContract] = set()  # what the hub routes to this connection
         self._wildcard_contracts: set[OptionContract] = set()
         self._symbols: dict[OptionContract, str] = {}
-        # The contracts whose quotes stream, with their symbol: subscribed on `Q` under the
-        # symbol Massive prints (`publish` looks each quote up once).
-        self._quoted: dict[OptionContract, str] = {}
+        # The contracts whose quotes stream, by key, with their symbol: subscribed on `Q` under
+        # the symbol Massive prints (`publish` looks each quote up once). By key, not contract:
+        # a contract hashes in Python, and the market's contract object is another connection's
+        # (the first to watch it) after a reconnect, so each lookup also compared the fields.
+        self._quoted: dict[str, str] = {}
         self._now = info.opened_at
         self._auth_deadline = info.opened_at + self.settings.auth_timeout
         self.requests = RequestRate(self.settings.request_limit, info.opened_at)
@@ -125,7 +127,7 @@ class MassiveSession:
         besides_symbol = wire.QUOTE_BYTES_BESIDES_SYMBOL
         for event in events:
             if type(event) is OptionQuote:
-                sym = quoted(event.contract)
+                sym = quoted(event.contract.key)
                 if sym is not None:
                     item = quote(
                         "Q",
@@ -269,7 +271,7 @@ class MassiveSession:
             if contract is not None:
                 added.append(contract)
                 if channel == QUOTES and self._symbol(contract) == symbol:
-                    self._quoted[contract] = symbol
+                    self._quoted[contract.key] = symbol
             replies.append(wire.subscribed(token))
         if over_limit:
             replies.append(invented.quote_limit_exceeded(limit, over_limit))
@@ -289,7 +291,7 @@ class MassiveSession:
                 if contract is not None and channel in self._bars:
                     self._bars[channel].discard(contract)
                 if contract is not None and channel == QUOTES and symbol == self._symbol(contract):
-                    del self._quoted[contract]
+                    del self._quoted[contract.key]
             replies.append(wire.unsubscribed(token))
         if not self.wildcards & wire.WILDCARD_CHANNELS:
             self._wildcard_contracts.clear()
