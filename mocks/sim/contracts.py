@@ -35,8 +35,9 @@ class OptionContract:
     # (`mocks.hub.Hub.route`), and hashing a date each time cost as much as the rest of routing.
     # The same value the generated `__hash__` gives; not part of equality, order or repr.
     _hash: int = field(init=False, repr=False, compare=False)
-    # Computed once too: the market names and seeds a contract's generators by it when a client
-    # subscribes (three uses a watch; `strftime` made it 3 us each).
+    # Computed once too: the market names and seeds a contract's generators by it (three uses a
+    # watch; `strftime` made it 3 us each), and the hub and the Massive session look events up
+    # by it (a string's hash is cached in C; a contract's `__hash__` is a Python call).
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
