@@ -4,7 +4,8 @@ a proxy (`feedlab record VENDOR --upstream URL`), both into the format of `mocks
 Secrets never reach the disk. `Redactor` replaces, before anything is written: Massive's `auth`
 params, Amberdata's `x-api-key` header and query parameter (and any header or query parameter
 whose name says key, token, secret or password), every `--redact REGEX` match, and — once a secret
-has been seen — that same string wherever else it turns up (a server echoing the key back).
+has been seen (or, for `serve --record`, given with `--api-key`) — that same string wherever else
+it turns up (a server echoing the key back).
 """
 
 from __future__ import annotations
@@ -47,10 +48,17 @@ HOP_BY_HOP = frozenset(
 class Redactor:
     """What must not be written, for one vendor, plus the user's own patterns."""
 
-    def __init__(self, vendor: str, patterns: Sequence[str] = ()) -> None:
+    def __init__(
+        self, vendor: str, patterns: Sequence[str] = (), known_secrets: Sequence[str] = ()
+    ) -> None:
         self.vendor = vendor
         self.patterns = [re.compile(p) for p in patterns]
         self.secrets: set[str] = set()
+        # Longest first: were "demo" replaced before "demo-key-2", "-key-2" would reach the disk.
+        self._longest_first: list[str] = []
+        # The keys a mock was given: redacted even where a client puts one we do not look for.
+        for secret in known_secrets:
+            self._learn(secret)
 
     def describe(self) -> list[str]:
         """For the header: which redactions were applied to this file."""
@@ -65,11 +73,13 @@ class Redactor:
         return out
 
     def _learn(self, secret: str) -> None:
-        if len(secret) >= 4:  # a 1-3 character "key" would blank out half the file
+        # A 1-3 character "key" would blank out half the file.
+        if len(secret) >= 4 and secret not in self.secrets:
             self.secrets.add(secret)
+            self._longest_first = sorted(self.secrets, key=len, reverse=True)
 
     def text(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in self._longest_first:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         for pattern in self.patterns:

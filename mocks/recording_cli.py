@@ -293,7 +293,7 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
         total_rate=getattr(args, "rate", 0.0) or None,
     )
     max_rate = getattr(args, "rate", 0.0) is None
-    redactor = Redactor(vendor, getattr(args, "redact", []))
+    redactor = Redactor(vendor, getattr(args, "redact", []), args.api_keys)
     spec = vendor_spec(vendor)
 
     async def main(writer: RecordingWriter, tls: Tls | None) -> None:

@@ -177,6 +177,17 @@ def test_redactor_replaces_every_secret_it_knows() -> None:
     )
 
 
+def test_a_secret_that_contains_another_is_replaced_whole() -> None:
+    """Keys of one family ("demo", "demo-key-2"): replacing the shorter first would leave the rest
+    of the longer one on disk. Learned in either order, the longest goes first."""
+    family = [KEY[:length] for length in range(4, len(KEY) + 1)]
+    for learned in (family, family[::-1]):
+        redactor = Redactor("massive")
+        for key in learned:
+            redactor.client_message(orjson.dumps({"action": "auth", "params": key}))
+        assert redactor.message(f"echo {KEY} and {KEY[:6]}.") == "echo REDACTED and REDACTED."
+
+
 def test_upstream_target_keeps_the_upstream_path_and_adds_the_client_query() -> None:
     assert upstream_target("wss://socket.massive.com/options", "/options") == (
         "wss://socket.massive.com/options"

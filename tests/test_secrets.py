@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 
 from clients.amberdata import AmberdataClient
 from clients.common import AuthError
@@ -119,6 +120,12 @@ def test_serve_and_its_recording_carry_no_key(tmp_path: Path) -> None:
         url = line.split()[-1]
 
         async def clients() -> list[BaseException]:
+            # First, a client that puts the key where no vendor does: it is redacted because the
+            # mock was given it, not because it was seen in an auth message.
+            async with trio_websocket.open_websocket_url(url) as ws:
+                await ws.get_message()  # connected
+                await ws.send_message(f'{{"action":"subscribe","params":"Q.{GOOD}"}}')
+                await ws.get_message()
             errors: list[BaseException] = []
             for key in (GOOD, BAD):
                 try:
