@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mocks.recording_cli import serve_hooks
-    from mocks.serve import serve_forever, warn_if_exposed
+    from mocks.serve import FORGET_AFTER, serve_forever, warn_if_exposed
 
     recorded_or_replayed = serve_hooks(args)  # --record FILE / --replay FILE [--scenario S]
     if recorded_or_replayed is not None:
@@ -227,6 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
         always_open=args.market_hours == "always",
         strict=args.strict,
         total_rate=args.rate or None,
+        forget_after=FORGET_AFTER,
     )
     with tls_from_args(args, args.host) as tls:
         warn_if_exposed(args.host)

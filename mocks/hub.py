@@ -23,6 +23,8 @@ from mocks.sim.events import Event, IndexPrice, OptionQuote, OptionTrade, Underl
 class Watchable(Protocol):
     def watch(self, contract: OptionContract) -> bool: ...
 
+    def unwatch(self, contract: OptionContract) -> None: ...
+
     def watch_underlying(self, root: str) -> None: ...
 
     def now_ns(self) -> int: ...
@@ -34,8 +36,10 @@ class Hub:
         # interest -> {connection id: Unix ns of the subscription}. Contracts by key: a string
         # hashes in C where a contract calls Python, and an event's contract is the market's
         # object, not necessarily the subscriber's (equal, but compared field by field).
-        self._by_contract: dict[str, dict[int, int]] = defaultdict(dict)
+        self._by_contract: dict[str, dict[int, int]] = {}
         self._contracts: dict[str, OptionContract] = {}
+        # What the market answered when the contract was first wanted (False: never any data).
+        self._producing: dict[str, bool] = {}
         self._by_root: dict[str, dict[int, int]] = defaultdict(dict)
         self._wakers: dict[int, Callable[[], None]] = {}
 
@@ -44,17 +48,26 @@ class Hub:
 
         Returns False when the market will never produce data for it (strict mode and an expired
         contract): the vendor still acknowledges, as the real ones do, but nothing arrives.
+        The market watches a contract while some connection wants it, and no longer.
         """
-        self._by_contract[contract.key].setdefault(conn_id, self.market.now_ns())
-        self._contracts.setdefault(contract.key, contract)
-        return self.market.watch(contract)
+        key = contract.key
+        ids = self._by_contract.get(key)
+        if ids is None:
+            ids = self._by_contract[key] = {}
+            self._contracts[key] = contract
+            self._producing[key] = self.market.watch(contract)
+        ids.setdefault(conn_id, self.market.now_ns())
+        return self._producing[key]
 
     def unwant(self, conn_id: int, contract: OptionContract) -> None:
-        ids = self._by_contract.get(contract.key)
+        key = contract.key
+        ids = self._by_contract.get(key)
         if ids is not None:
             ids.pop(conn_id, None)
             if not ids:
-                del self._by_contract[contract.key], self._contracts[contract.key]
+                watched = self._contracts.pop(key)
+                del self._by_contract[key], self._producing[key]
+                self.market.unwatch(watched)
 
     def want_root(self, conn_id: int, root: str) -> None:
         """Route an underlying's ticks and an index's price reports to the connection."""

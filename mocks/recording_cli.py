@@ -273,6 +273,7 @@ def run_record(args: argparse.Namespace) -> int:
 def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     """`serve VENDOR --record FILE`: the mock, recording its own sessions in market time."""
     from mocks.serve import (
+        FORGET_AFTER,
         close_all,
         long_running_server,
         server_collector,
@@ -291,6 +292,7 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
         always_open=getattr(args, "market_hours", "always") == "always",
         strict=getattr(args, "strict", False),
         total_rate=getattr(args, "rate", 0.0) or None,
+        forget_after=FORGET_AFTER,
     )
     max_rate = getattr(args, "rate", 0.0) is None
     redactor = Redactor(vendor, getattr(args, "redact", []), args.api_keys)

@@ -340,6 +340,9 @@ class _Still:
     def watch(self, contract: object) -> bool:
         return True
 
+    def unwatch(self, contract: object) -> None:
+        return None
+
     def watch_underlying(self, root: str) -> None:
         return None
 

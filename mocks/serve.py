@@ -44,6 +44,11 @@ LIVE_RESOLUTION = 0.001
 # CPU.) With more than about 100 contracts that budget makes the market stagger its chunks
 # instead (`mocks.sim.market`), which spreads the work over time whatever the budget.
 LIVE_CHUNK_BUDGET = 1_000
+# A contract no client has wanted for this long (market time) stops: a long-running `serve` that
+# has seen thousands of contracts come and go works only for those still wanted, and `--rate N`
+# is shared by them alone. A client back within it finds the contract's stream going on; later,
+# the contract starts a new life (its sequence numbers go on). Scenarios keep every contract.
+FORGET_AFTER = 60.0
 # A serving process makes market events by the thousand a tick, nearly all dying young (by
 # reference count: none is part of a cycle); the cyclic GC runs a young collection every this
 # many allocations instead of 700.

@@ -53,6 +53,7 @@ class Market(Actor[None]):
         self._subscribers: list[trio.MemorySendChannel[Batch]] = []
         # What each subscriber says when asked whether anyone wants events now (`subscribe`).
         self._interest: list[Callable[[], bool]] = []
+        self._watchers: dict[OptionContract, int] = {}  # hubs routing each contract
 
     @property
     def clock(self) -> MarketClock:
@@ -90,16 +91,28 @@ class Market(Actor[None]):
     def _wanted(self) -> bool:
         return not self._interest or any(interested() for interested in self._interest)
 
-    # What the hub calls. Watching takes effect at the caller's "now", whatever the market task
-    # has already processed, so the outcome does not depend on task scheduling.
+    # What the hubs call, each once per contract it routes (`watch`) and once when nobody it
+    # serves wants the contract any more (`unwatch`): with several vendors on one market, the
+    # contract is unwatched when the last hub lets go. Either takes effect at the caller's "now",
+    # whatever the market task has already processed, so the outcome does not depend on task
+    # scheduling.
     def watch(self, contract: OptionContract) -> bool:
-        if self.sim.is_watched(contract):
-            if self.max_rate:  # it may be idle for want of interest (`_wanted`)
-                self.tell_nowait(None)
-            return True
-        ok = self.sim.watch(contract, at=self.now())
-        self.tell_nowait(None)
+        self._watchers[contract] = self._watchers.get(contract, 0) + 1
+        watched = self.sim.is_watched(contract)
+        ok = self.sim.watch(contract, at=self.now())  # (watched: it stays, if it was let go)
+        if not watched or self.max_rate:  # max_rate: it may be idle for want of interest
+            self.tell_nowait(None)
         return ok
+
+    def unwatch(self, contract: OptionContract) -> None:
+        left = self._watchers.get(contract, 0) - 1
+        if left > 0:
+            self._watchers[contract] = left
+            return
+        self._watchers.pop(contract, None)
+        if self.sim.settings.forget_after is not None:
+            self.sim.unwatch(contract, at=self.now())
+            self.tell_nowait(None)  # a life may end before the next event
 
     def watch_underlying(self, root: str) -> None:
         self.sim.watch_underlying(root, at=self.now())

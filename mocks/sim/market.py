@@ -48,15 +48,24 @@ rates where runs may have gone past it: the contracts run past it go back to whe
 began and run again with the new rate from there on (`_rebuild`). What a contract makes depends
 only on the watches (their times and order) and the bursts, never on the chunks, the runs or on
 how `advance` is called.
+
+Unwatching (`unwatch`, with `forget_after` set: `serve`): a contract nobody has wanted for
+`forget_after` seconds ends its life at that instant, which depends only on when it was let go.
+Its runs may have made events past it: `advance` leaves them out (`_retiring`, while any may be
+waiting), and the contract runs no more (dropped when it next comes due). Its share of
+`total_rate` goes back at the next grid point, as a watch's would. Watched again, it is a new
+process from that instant, with words of its own and its sequence numbers going on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import gc
 import math
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,6 +147,9 @@ class MarketSettings:
     # Events/s over all watched contracts (`serve --rate N`): reached from the first point of the
     # market's rate grid (every 50 ms, `RATE_GRID_NS`) after the watched contracts last changed.
     total_rate: float | None = None
+    # Seconds of market time a contract nobody wants goes on before its life ends (`unwatch`;
+    # `serve`: a minute). None: for ever, as at the vendors (a scenario's ground truth).
+    forget_after: float | None = None
     underlying_step: float = 0.5  # seconds between moves of equities and crypto
     index_step: float = 1.0  # seconds between index price reports ("about once a second")
 
@@ -228,6 +240,19 @@ class MarketSim:
         self._start_ns = self.clock.start_ns
         self._sessions = _Sessions(self._start_ns, self.settings.start)
         self._contracts: dict[OptionContract, ContractProcess] = {}
+        # Unwatched contracts (`unwatch`): (lives ended, last sequence, zombie end), so that one
+        # watched again numbers its events on and draws words of its own. `_retiring`: by key,
+        # the ended lives whose runs may have made events past their end (filtered out of
+        # `advance`), until they come due and are dropped (`_dropped`, gone after the next
+        # `advance`).
+        # `_releases`: when each unwanted contract's life ends (ns since the start), and
+        # `_release_order` the same in time order (an entry not in `_releases`: watched again).
+        self._releases: dict[OptionContract, int] = {}
+        self._release_order: deque[tuple[int, OptionContract]] = deque()
+        self._retired: dict[OptionContract, tuple[int, int, int]] = {}
+        self._retiring: dict[str, list[ContractProcess]] = {}
+        self._dropped: list[ContractProcess] = []
+        self._watches = 0  # every watch so far (a contract's serial: a tie-break)
         self._paths: dict[str, UnderlyingPath] = {}
         self._watched_paths: list[UnderlyingPath] = []
         self._spreads = spread_table(
@@ -239,7 +264,8 @@ class MarketSim:
         # changes in time order, one per instant (the last one made at an instant is the one in
         # force), and their times; `_rollback_at`: the earliest change since the chunk was last
         # rebuilt. `_rate_scale`: the scale that the latest watch computed; `_first_watch`: the
-        # instant of the first one (ns since the start); `_last_watch`: the latest one.
+        # instant of the first one (ns since the start); `_last_watch`: the latest watch or
+        # unwatch (either changes the rates).
         # `_changes_made` counts the changes made so far, and `_change_serials` has that count
         # for each change when it was last made: a contract that ran after a change was made has
         # taken it (`ContractProcess.changes_seen`).
@@ -281,8 +307,11 @@ class MarketSim:
         """Start producing quotes and trades for a contract from time `at` (default: now).
 
         Idempotent. False when the market will never produce data for it: `strict` and expired.
+        Watched again after `unwatch`, a contract begins a new life: from the market of that
+        moment, with random words of its own, its sequence numbers going on from its last ones.
         """
         if contract in self._contracts:
+            self._releases.pop(contract, None)  # wanted again before its life ended
             return True
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
@@ -290,10 +319,19 @@ class MarketSim:
         expiry_ns = expiry_instant_ns(contract)
         if expiry_ns <= start_ns and self.settings.strict:
             return False
-        rng = derive_rng(self.settings.seed, f"contract:{contract.key}")
+        name = f"contract:{contract.key}"
+        rng = derive_rng(self.settings.seed, name)
         zombie_end_ns = 0
         if expiry_ns <= start_ns:
             zombie_end_ns = start_ns + int(rng.uniform(14, 90) * 86_400 * _NS)
+        lives, last_sequence, last_zombie_end_ns = self._retired.get(contract, (0, 0, 0))
+        if lives:
+            name = f"{name}#{lives}"
+            rng = derive_rng(self.settings.seed, name)
+            zombie_end_ns = last_zombie_end_ns or zombie_end_ns
+            # An object of this life's own: its events tell from the last life's, which may
+            # still be on their way out (`_retiring`).
+            contract = dataclasses.replace(contract)
         path = self._path(contract.underlying)
         order = derive_seed(self.settings.seed, contract.key)
         state = ContractProcess(
@@ -307,8 +345,10 @@ class MarketSim:
             self._start_ns,
             self._spreads,
         )
-        state.sequence = rng.randrange(1_000_000, 900_000_000)
-        state.serial = len(self._contracts)
+        state.name = name
+        state.sequence = last_sequence if lives else rng.randrange(1_000_000, 900_000_000)
+        state.serial = self._watches
+        self._watches += 1
         state.gen = rel
         state.revalue(float(rel), path.price_at(start))
         self._set_rates(state, rel)
@@ -319,7 +359,6 @@ class MarketSim:
         state.tq = opened + rng.expovariate(1.0) * state.inv_q * 0.25  # the first quote, soon
         state.tt = opened + rng.expovariate(1.0) * state.inv_t
         self._contracts[contract] = state
-        self._last_watch = rel
         self._enqueue(state)  # inside the chunk too: it runs when its first event is due
         return True
 
@@ -346,6 +385,54 @@ class MarketSim:
         self._watched_paths.sort(key=lambda p: p.info.root)
         if round(start * _NS) < self._frontier:  # inside the chunk: its reports up to the end
             self._report(path, self._frontier)
+
+    def unwatch(self, contract: OptionContract, at: float | None = None) -> None:
+        """Nobody wants the contract from time `at` (default: now) on.
+
+        With `forget_after` unset nothing changes: the market goes on, as the vendors' does
+        (and a scenario counts what was published while its client was away). Otherwise the
+        contract's life ends `forget_after` seconds later unless it is watched again before:
+        `advance` returns none of its events from then on (whatever its runs had made ahead),
+        its share of `total_rate` goes back to the others, and the market stops working on it,
+        so a market that every client has left does nothing. Where a life ends depends only on
+        `at`, never on how far ahead the contract had been made."""
+        forget_after = self.settings.forget_after
+        if forget_after is None or contract not in self._contracts:
+            return
+        start = self.now if at is None else max(at, self.now)
+        # (What `advance` has returned stands: the life ends after it.)
+        ends = max(round(start * _NS), self._consumed + 1) + round(forget_after * _NS)
+        self._releases[contract] = ends
+        self._release_order.append((ends, contract))
+
+    def _end_lives(self, until_rel: int) -> None:
+        """End the lives due to end by `until_rel` (`unwatch`), in order."""
+        order, releases = self._release_order, self._releases
+        while order and order[0][0] <= until_rel:
+            ends, contract = order.popleft()
+            if releases.get(contract) == ends:  # (not watched again since)
+                del releases[contract]
+                self._end_life(contract, max(ends, self._consumed + 1))
+
+    def _end_life(self, contract: OptionContract, rel: int) -> None:
+        state = self._contracts.pop(contract)
+        state.retired_at = rel
+        self._count_rates(state, rel, -1.0)
+        lives = self._retired.get(contract, (0, 0, 0))[0] + 1
+        self._retired[contract] = (lives, self._sequence_before(state, rel), state.zombie_end_ns)
+        self._retiring.setdefault(contract.key, []).append(state)
+
+    def _sequence_before(self, state: ContractProcess, rel: int) -> int:
+        """The sequence number of the contract's last event before `rel` (or where it starts).
+
+        Its lists hold its last run; nothing it made before that run is after `rel` (`advance`
+        has returned it all), so the run's start has it when its lists have nothing before."""
+        i = bisect_left(state.times, float(rel))
+        if i:
+            event = state.events[i - 1]
+            assert type(event) is OptionQuote or type(event) is OptionTrade
+            return event.sequence
+        return state.sequence if state.saved is None else state.saved[5]
 
     def is_watched(self, contract: OptionContract) -> bool:
         return contract in self._contracts
@@ -384,6 +471,14 @@ class MarketSim:
         return self._start_ns + round(self.now * _NS)
 
     def next_time(self) -> float | None:
+        """When the next event is due (None: nothing watched), or a life ends (`unwatch`)."""
+        t = self._next_event_time()
+        if self._release_order:
+            ends = self._release_order[0][0] / _NS
+            return ends if t is None else min(t, ends)
+        return t
+
+    def _next_event_time(self) -> float | None:
         """When the next event is due (None: nothing watched).
 
         Exact, whatever the chunk boundaries: the contracts that may have something before the
@@ -392,13 +487,13 @@ class MarketSim:
         depended on where a chunk happened to end would move its wake-ups and the batches it
         sends). Only when nothing at all happens for `_LOOKAHEAD_NS` does it answer with a lower
         bound."""
-        if not self._contracts and not self._watched_paths:
-            return None
         if self._dirty:
             self._rebuild()
         horizon = self._frontier + _LOOKAHEAD_NS
         queue = self._queue
         while True:
+            if not self._contracts and not self._watched_paths:  # (or all dropped by now)
+                return None
             pending = self._pending.first_time()
             if queue and queue[0][0] <= pending and queue[0][0] < self._frontier:
                 self._run_due(math.nextafter(queue[0][0], math.inf))
@@ -416,7 +511,13 @@ class MarketSim:
         """An event's float time (ns since the start), from its instrument's lists, where it
         is the event itself at or after its whole nanosecond."""
         if type(event) is OptionQuote or type(event) is OptionTrade:
-            state = self._contracts[event.contract]
+            state = self._contracts.get(event.contract)
+            if state is None or state.contract is not event.contract:  # an ended life's
+                state = next(
+                    life
+                    for life in self._retiring[event.contract.key]
+                    if life.contract is event.contract
+                )
             events, times = state.events, state.times
             i = bisect_left(times, float(event.ts_ns - self._start_ns))
             while events[i] is not event:
@@ -448,6 +549,8 @@ class MarketSim:
     def advance(self, until: float) -> list[Event]:
         """Every event due after the previous call and at or before `until`, in time order."""
         until_rel = round(until * _NS)
+        if self._release_order and self._release_order[0][0] <= until_rel:
+            self._end_lives(until_rel)
         if self._dirty:
             self._rebuild()
         # An event at float time t (ns since the start) has ts_ns start + floor(t): it is due
@@ -473,6 +576,8 @@ class MarketSim:
                 if until_rel < self._frontier:
                     break
                 self._next_chunk(until_rel)  # past the chunk: on to the next one
+        if self._retiring:
+            out = self._without_ended_lives(out)
         if until_rel > self._consumed:
             self._consumed = until_rel
         if until > self.now:
@@ -492,7 +597,9 @@ class MarketSim:
         start = self._frontier
         length, at_once = self._chunk_plan()
         was_staggered = self._staggered
-        self._staggered = self._staggered or not at_once  # (contracts are never unwatched)
+        # Once staggered, always: runs may have made events past the frontier, which buckets
+        # cut for a chunk made at once would lose.
+        self._staggered = self._staggered or not at_once
         end = max(start + length, until_rel + 1)
         on_grid = bool(self.settings.total_rate) and self._watched_lately(start)
         if on_grid:
@@ -531,13 +638,19 @@ class MarketSim:
         end_f = float(end)
         due: list[ContractProcess] = []
         for state in previous:
-            if state.tq < end_f or state.tt < end_f:
+            if state.retired_at is not None:
+                self._drop(state)
+            elif state.tq < end_f or state.tt < end_f:
                 due.append(state)
             else:
                 self._enqueue(state)
         queue = self._queue
         while queue and queue[0][0] < end_f:
-            due.append(heappop(queue)[3])
+            state = heappop(queue)[3]
+            if state.retired_at is None:
+                due.append(state)
+            else:
+                self._drop(state)
         due.sort(key=_key_order)
         ran = self._ran
         run = self._run
@@ -581,6 +694,9 @@ class MarketSim:
         with _gc_paused():
             while queue and queue[0][0] < limit:
                 state = heappop(queue)[3]
+                if state.retired_at is not None:
+                    self._drop(state)
+                    continue
                 self._run(state, self._horizon(state))
                 ran[state] = None
                 work.runs += 1
@@ -588,6 +704,36 @@ class MarketSim:
                 self._pending.put(state.events, state.times)
                 if self._staggered:  # (else it waits in `_ran` for the next chunk)
                     self._enqueue(state)
+
+    def _drop(self, state: ContractProcess) -> None:
+        """An ended life, due again: it runs no more. What it made is out, or on its way out
+        in the `advance` that reached it, which forgets it (`_forget_dropped`)."""
+        self._ran.pop(state, None)
+        self._dropped.append(state)
+
+    def _without_ended_lives(self, events: list[Event]) -> list[Event]:
+        """`events` but those of ended lives at or after their end; then the lives dropped so
+        far are forgotten (everything they made is out)."""
+        retiring, start_ns = self._retiring, self._start_ns
+        kept: list[Event] = []
+        for event in events:
+            if type(event) is OptionQuote or type(event) is OptionTrade:
+                lives = retiring.get(event.contract.key)
+                if lives is not None and any(
+                    event.contract is life.contract and event.ts_ns >= start_ns + life.retired_at
+                    for life in lives
+                    if life.retired_at is not None
+                ):
+                    continue
+            kept.append(event)
+        for state in self._dropped:
+            lives = retiring.get(state.contract.key, [])
+            if state in lives:
+                lives.remove(state)
+                if not lives:
+                    del retiring[state.contract.key]
+        self._dropped.clear()
+        return kept
 
     def _horizon(self, state: ContractProcess) -> int:
         """Where a staggered run stops: the first point after its first event on the
@@ -620,7 +766,10 @@ class MarketSim:
 
     def _rank(self, event: Event) -> tuple[int, int | str]:
         if type(event) is OptionQuote or type(event) is OptionTrade:
-            return (1, self._contracts[event.contract].key_order)
+            state = self._contracts.get(event.contract)
+            if state is None:  # an ended life's (a tie: seldom); every life's order is this
+                return (1, derive_seed(self.settings.seed, event.contract.key))
+            return (1, state.key_order)
         assert type(event) is IndexPrice or type(event) is UnderlyingTick
         return (0, event.root)
 
@@ -633,7 +782,9 @@ class MarketSim:
         self._rollback_at = None
         if at is None:
             return
-        redo = [s for s in self._ran if s.gen > at]
+        # (An ended life is not redone: none of its events past its end comes out, and no one
+        # wants those before it any more.)
+        redo = [s for s in self._ran if s.gen > at and s.retired_at is None]
         if not redo:
             return
         again = set(redo)
@@ -833,9 +984,14 @@ class MarketSim:
         x = math.log(state.contract.strike / price) / sd
         near = math.exp(-0.5 * x * x)
         state.quote_rate, state.trade_rate = 0.1 + 1.4 * near, 0.004 + 0.06 * near
-        self._natural_rate += state.quote_rate + state.trade_rate
-        if not self.settings.total_rate:
-            return
+        self._count_rates(state, rel, +1.0)
+
+    def _count_rates(self, state: ContractProcess, rel: int, sign: float) -> None:
+        """A contract's rates join (+1) or leave (-1) the watched ones' at `rel`."""
+        self._natural_rate += sign * (state.quote_rate + state.trade_rate)
+        self._last_watch = rel
+        if not self.settings.total_rate or self._natural_rate <= 1e-9:
+            return  # (with nothing watched, the scale waits for the next watch)
         self._rate_scale = self._natural_rate / self.settings.total_rate
         if self._first_watch is None:
             self._first_watch = rel

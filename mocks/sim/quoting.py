@@ -201,6 +201,7 @@ class ContractProcess:
         "quote_rate",
         "qwords",
         "regime",
+        "retired_at",
         "revalue_at",
         "saved",
         "seed",
@@ -283,6 +284,8 @@ class ContractProcess:
         self.times: list[float] = []  # ... and their float times
         self.gen = 0  # events before this time (ns since the start) have been generated
         self.saved: _Saved | None = None
+        # Unwatched at this time (ns since the start): made no more, dropped when next due.
+        self.retired_at: int | None = None
 
     def snapshot(self) -> None:
         """Remember the generator state where a run begins (for a rate-change rollback)."""

@@ -1,0 +1,221 @@
+"""Contracts nobody wants any more (`serve`'s `forget_after`): after the grace the market stops
+working on them and gives their share of `total_rate` back; watched again within it, a contract
+goes on, and after it, it begins a new life. Whatever the chunks, and never in a scenario."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from clients.common import Backoff
+from clients.massive import MassiveClient, Quote, Trade
+from mocks.hub import Hub
+from mocks.sim.actor import Market
+from mocks.sim.clock import MarketClock
+from mocks.sim.contracts import OptionContract
+from mocks.sim.events import Event, OptionQuote, OptionTrade
+from mocks.sim.market import MarketSettings, MarketSim
+from mocks.sim.symbols import format_occ, parse_occ
+from mocks.testing import run_mock
+from tests.test_market_chunks import SPY, START, chunks, digest
+
+CLOCK = MarketClock(START)
+CHAIN = [parse_occ(f"O:SPY250321{r}00{k}000") for k in range(500, 600) for r in "CP"]
+
+Ops = list[tuple[float, str, list[OptionContract]]]  # (time, "watch" or "unwatch", contracts)
+
+
+def play(
+    ops: Ops, until: float, window: float, forget_after: float | None = 0.0, **settings: object
+) -> list[Event]:
+    """Watch and unwatch as planned, advancing `window` seconds at a time (and to each op)."""
+    sim = MarketSim(
+        MarketSettings(seed=7, start=START, forget_after=forget_after, **settings)  # type: ignore[arg-type]
+    )
+    steps = {i * window for i in range(1, int(until / window) + 1)}
+    events: list[Event] = []
+    for t in sorted({*(op[0] for op in ops), *steps, until}):
+        events += sim.advance(t)
+        for at, action, contracts in ops:
+            if at == t:
+                for contract in contracts:
+                    if action == "watch":
+                        assert sim.watch(contract)
+                    else:
+                        sim.unwatch(contract)
+    return events
+
+
+def every_way(
+    ops: Ops, until: float, window: float, forget_after: float | None = 0.0, **settings: object
+) -> list[Event]:
+    """One chunk for the whole run sliced coarsely, and small chunks (made at once, and contract
+    by contract) sliced finely: where lives end and begin must not show the difference."""
+    with chunks(until + 1.0, at_once=True):
+        wide = play(ops, until, 10 * window, forget_after, **settings)
+    for at_once in (True, False):
+        with chunks(0.02, at_once):
+            narrow = play(ops, until, window, forget_after, **settings)
+        assert digest(narrow) == digest(wide)
+    return wide
+
+
+def of(events: list[Event], contract: OptionContract) -> list[OptionQuote | OptionTrade]:
+    return [
+        e
+        for e in events
+        if (type(e) is OptionQuote or type(e) is OptionTrade) and e.contract == contract
+    ]
+
+
+OPS: Ops = [
+    (0.0, "watch", SPY),
+    (20.3, "unwatch", SPY[:4]),
+    (33.0, "watch", SPY[:2]),
+    (61.7, "unwatch", SPY),
+    (80.0, "watch", [SPY[0]]),
+]
+
+
+@pytest.mark.parametrize("total_rate", [None, 60.0])
+def test_a_life_ends_where_it_is_unwatched_whatever_the_chunks(total_rate: float | None) -> None:
+    events = every_way(OPS, 120.0, 0.25, total_rate=total_rate)
+    for contract in SPY[2:4]:  # unwatched at 20.3 for good
+        mine = of(events, contract)
+        assert mine and max(e.ts_ns for e in mine) < CLOCK.unix_ns(20.3)
+    first = of(events, SPY[0])
+    for unwatched, watched in ((20.3, 33.0), (61.7, 80.0)):
+        assert not [
+            e for e in first if CLOCK.unix_ns(unwatched) <= e.ts_ns < CLOCK.unix_ns(watched)
+        ]
+        assert [e for e in first if e.ts_ns >= CLOCK.unix_ns(watched)]
+    sequences = [e.sequence for e in first]  # numbered on across its three lives
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+    assert not [e for e in events if e.ts_ns >= CLOCK.unix_ns(61.7) and e.contract != SPY[0]]
+
+
+def test_within_the_grace_a_contract_goes_on_and_after_it_starts_anew() -> None:
+    ops: Ops = [
+        (0.0, "watch", SPY[:2]),
+        (30.0, "unwatch", SPY[:2]),
+        (33.0, "watch", [SPY[0]]),  # back within the 5 s
+        (40.0, "watch", [SPY[1]]),  # too late
+    ]
+    events = every_way(ops, 90.0, 0.25, forget_after=5.0)
+    never_let_go = every_way([(0.0, "watch", SPY[:2])], 90.0, 0.25, forget_after=5.0)
+    assert of(events, SPY[0]) == of(never_let_go, SPY[0])
+    late = of(events, SPY[1])
+    assert not [e for e in late if CLOCK.unix_ns(35.0) <= e.ts_ns < CLOCK.unix_ns(40.0)]
+    assert late[:5] == of(never_let_go, SPY[1])[:5]  # the same life up to its end
+    assert [e for e in late if e.ts_ns >= CLOCK.unix_ns(40.0)] != [
+        e for e in of(never_let_go, SPY[1]) if e.ts_ns >= CLOCK.unix_ns(40.0)
+    ]
+
+
+def test_without_forget_after_the_market_goes_on_as_the_vendors_does() -> None:
+    """Scenarios count what was published while a client was away: nothing may stop."""
+    events = every_way(OPS, 120.0, 0.25, forget_after=None)
+    assert digest(events) == digest(every_way([(0.0, "watch", SPY)], 120.0, 0.25, None))
+
+
+def test_a_new_life_draws_its_own_words() -> None:
+    """Not the first life's random words again from where it began: its quotes' sizes (drawn
+    from the words alone) would repeat."""
+    ops: Ops = [(0.0, "watch", [SPY[0]]), (60.0, "unwatch", [SPY[0]]), (70.0, "watch", [SPY[0]])]
+    events = of(play(ops, 130.0, 1.0), SPY[0])
+    lives = [
+        [e for e in events if CLOCK.unix_ns(begins) <= e.ts_ns < CLOCK.unix_ns(ends)]
+        for begins, ends in ((0.0, 60.0), (70.0, 130.0))
+    ]
+    sizes = [
+        [(q.bid_size, q.ask_size) for q in life if type(q) is OptionQuote][:10] for life in lives
+    ]
+    assert len(sizes[0]) == len(sizes[1]) == 10
+    assert sizes[0] != sizes[1]
+    assert lives[1][0].sequence > lives[0][-1].sequence
+
+
+def test_a_market_nobody_watches_does_nothing() -> None:
+    sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=500.0, forget_after=0.0))
+    for contract in CHAIN:
+        sim.watch(contract)
+    assert sim.advance(30.0)
+    for contract in CHAIN:
+        sim.unwatch(contract)
+    assert not [e for e in sim.advance(31.0) if e.ts_ns >= CLOCK.unix_ns(30.0)]
+    assert sim.next_time() is None
+    work = (sim.work.runs, sim.work.events)
+    assert sim.advance(3_600.0) == []
+    assert (sim.work.runs, sim.work.events) == work
+
+
+def test_total_rate_goes_back_to_the_contracts_still_watched() -> None:
+    """A client that watched 200 contracts leaves; the 10 left share all of `total_rate` (they
+    had a twentieth of it while the others were counted)."""
+    sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=1_000.0, forget_after=0.0))
+    for contract in CHAIN:
+        sim.watch(contract)
+    sim.advance(10.0)
+    for contract in CHAIN[10:]:
+        sim.unwatch(contract)
+    sim.advance(11.0)
+    assert len(sim.advance(41.0)) == pytest.approx(30 * 1_000, rel=0.15)
+
+
+async def test_the_market_unwatches_when_the_last_hub_lets_go(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Two vendors on one market (`serve all`): a contract stays watched while either routes it,
+    and for `forget_after` after the last lets go."""
+    market = Market(MarketSettings(seed=1, start=START, forget_after=2.0))
+    massive, theta = Hub(market), Hub(market)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        assert massive.want(1, SPY[0]) and theta.want(7, SPY[0]) and massive.want(2, SPY[0])
+        massive.forget(1)
+        massive.forget(2)
+        await trio.sleep(3.0)
+        assert market.sim.is_watched(SPY[0])
+        theta.unwant(7, SPY[0])
+        await trio.sleep(1.5)
+        assert market.sim.is_watched(SPY[0])
+        await trio.sleep(1.0)
+        assert not market.sim.is_watched(SPY[0])
+        assert theta.want(8, SPY[0]) and market.sim.is_watched(SPY[0])
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_after_a_crowd_has_left_gets_the_whole_rate(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """On the wire: `serve massive --rate 400`; a client watching 200 contracts disconnects, and
+    the next one, on 5 contracts, gets about 400 events a second once the crowd's are forgotten
+    (20 with them still counted)."""
+    symbols = [format_occ(c) for c in CHAIN]
+    settings = MarketSettings(seed=2, total_rate=400.0, forget_after=1.0)
+    async with run_mock("massive", market=settings) as mock:
+
+        async def events_per_second(key: str, contracts: list[str], seconds: float) -> float:
+            """Read from the subscribe on; count what arrives after the first second (past the
+            rate grid: the first subscriber has all of the rate until it)."""
+            client = MassiveClient(
+                key, mock.url, connector=mock.connector, backoff=Backoff(rng=random.Random(1))
+            )
+            count = 0
+            async with client:
+                await client.subscribe(*[f"{ch}.{s}" for s in contracts for ch in "QT"])
+                counting = trio.current_time() + 1.0
+                with trio.move_on_at(counting + seconds):
+                    async for event in client:
+                        if isinstance(event, Quote | Trade) and trio.current_time() >= counting:
+                            count += 1
+            return count / seconds
+
+        crowd = await events_per_second("crowd", symbols, 5.0)
+        assert crowd == pytest.approx(400, rel=0.2)
+        await trio.sleep(2.0)
+        assert await events_per_second("latecomer", symbols[:5], 20.0) == pytest.approx(
+            400, rel=0.2
+        )
