@@ -114,6 +114,44 @@ def test_within_the_grace_a_contract_goes_on_and_after_it_starts_anew() -> None:
     ]
 
 
+def test_a_rate_change_just_before_a_life_ends_reaches_it_whatever_the_slicing() -> None:
+    """Under `total_rate` a watch at 14.93 s changes every rate at 14.95 s; SPY[0], let go at
+    10.01 s, ends at 15.01 s. Advanced in 10 ms steps, the change is applied before the end;
+    advanced from 14.93 s straight to 30 s, both come in one call: same events either way."""
+    ops: Ops = [
+        (0.0, "watch", SPY[:3]),
+        (10.01, "unwatch", [SPY[0]]),
+        (14.93, "watch", [SPY[3]]),
+        (20.0, "watch", [SPY[0]]),  # its next life numbers on from the end of this one
+    ]
+    with chunks(0.5, at_once=True):
+        fine = play(ops, 30.0, 0.01, forget_after=5.0, total_rate=500.0)
+        coarse = play(ops, 30.0, 30.0, forget_after=5.0, total_rate=500.0)
+    changed = [
+        e for e in of(fine, SPY[0]) if CLOCK.unix_ns(14.95) <= e.ts_ns < CLOCK.unix_ns(15.01)
+    ]
+    assert changed  # (the rate change had something to change)
+    assert of(coarse, SPY[0]) == of(fine, SPY[0])
+    assert digest(coarse) == digest(fine)
+
+
+def test_a_watch_after_the_grace_ends_the_life_even_before_the_market_gets_there() -> None:
+    """The market actor's watches take effect at the caller's now, which may be ahead of what
+    the market has made: the life still ends where its grace did, and the next one begins."""
+    runs = []
+    for advance_first in (True, False):
+        sim = MarketSim(MarketSettings(seed=5, start=START, forget_after=5.0))
+        sim.watch(SPY[0])
+        events = sim.advance(10.0)
+        sim.unwatch(SPY[0])
+        if advance_first:
+            events += sim.advance(20.0)
+        sim.watch(SPY[0], at=20.0)
+        runs.append(events + sim.advance(40.0))
+    assert runs[0] == runs[1]
+    assert not [e for e in runs[1] if CLOCK.unix_ns(15.0) < e.ts_ns < CLOCK.unix_ns(20.0)]
+
+
 def test_without_forget_after_the_market_goes_on_as_the_vendors_does() -> None:
     """Scenarios count what was published while a client was away: nothing may stop."""
     events = every_way(OPS, 120.0, 0.25, forget_after=None)
@@ -149,6 +187,9 @@ def test_a_market_nobody_watches_does_nothing() -> None:
     work = (sim.work.runs, sim.work.events)
     assert sim.advance(3_600.0) == []
     assert (sim.work.runs, sim.work.events) == work
+    # and it holds nothing of them but their last sequence numbers
+    assert not sim._retiring and not sim._contracts
+    assert all(type(last) is int for _, last, _ in sim._retired.values())
 
 
 def test_total_rate_goes_back_to_the_contracts_still_watched() -> None:

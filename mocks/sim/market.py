@@ -51,10 +51,12 @@ how `advance` is called.
 
 Unwatching (`unwatch`, with `forget_after` set: `serve`): a contract nobody has wanted for
 `forget_after` seconds ends its life at that instant, which depends only on when it was let go.
-Its runs may have made events past it: `advance` leaves them out (`_retiring`, while any may be
-waiting), and the contract runs no more (dropped when it next comes due). Its share of
-`total_rate` goes back at the next grid point, as a watch's would. Watched again, it is a new
-process from that instant, with words of its own and its sequence numbers going on.
+From the unwatch on, its runs stop there (`stop_at`; runs already past it go back, as for a rate
+change), and once it has made everything before it, it leaves the queue (`parked`). Watched again
+within the grace, it simply goes on. At its end its share of `total_rate` goes back at the next
+grid point, as a watch's would; watched after it, it is a new process from that instant, with
+words of its own, whose first run numbers on from where the last life stopped (which has made
+everything before its end by then: its events come due first).
 """
 
 from __future__ import annotations
@@ -240,16 +242,16 @@ class MarketSim:
         self._start_ns = self.clock.start_ns
         self._sessions = _Sessions(self._start_ns, self.settings.start)
         self._contracts: dict[OptionContract, ContractProcess] = {}
-        # Unwatched contracts (`unwatch`): (lives ended, last sequence, zombie end), so that one
-        # watched again numbers its events on and draws words of its own. `_retiring`: by key,
-        # the ended lives whose runs may have made events past their end (filtered out of
-        # `advance`), until they come due and are dropped (`_dropped`, gone after the next
-        # `advance`).
+        # Unwatched contracts (`unwatch`): (lives ended, the last life's last sequence number, or
+        # the life itself until that is final, zombie end), so that one watched again draws
+        # words of its own and numbers its events on. `_retiring`: by key,
+        # the ended lives whose events may still wait to be returned (`_time_of` finds them
+        # there), until they have made all and are forgotten (`_dropped`, once returned).
         # `_releases`: when each unwanted contract's life ends (ns since the start), and
         # `_release_order` the same in time order (an entry not in `_releases`: watched again).
         self._releases: dict[OptionContract, int] = {}
         self._release_order: deque[tuple[int, OptionContract]] = deque()
-        self._retired: dict[OptionContract, tuple[int, int, int]] = {}
+        self._retired: dict[OptionContract, tuple[int, ContractProcess | int, int]] = {}
         self._retiring: dict[str, list[ContractProcess]] = {}
         self._dropped: list[ContractProcess] = []
         self._watches = 0  # every watch so far (a contract's serial: a tie-break)
@@ -310,11 +312,24 @@ class MarketSim:
         Watched again after `unwatch`, a contract begins a new life: from the market of that
         moment, with random words of its own, its sequence numbers going on from its last ones.
         """
-        if contract in self._contracts:
-            self._releases.pop(contract, None)  # wanted again before its life ended
-            return True
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
+        state = self._contracts.get(contract)
+        if state is not None:
+            ends = self._releases.pop(contract, None)
+            if ends is None:
+                return True
+            if ends > max(rel, self._consumed + 1):  # wanted again within the grace: it goes on
+                state.stop_at = None
+                if state.parked:
+                    state.parked = False
+                    self._enqueue(state)
+                elif state.gen == ends and state in self._ran and not self._staggered:
+                    # Stopped short of a chunk made at once: it runs again, to the chunk's end.
+                    self._roll_back(ends - 1)
+                return True
+            # Its life ended before now, and `advance` has not got there yet.
+            self._end_life(contract, ends)
         start_ns = self._start_ns + rel
         expiry_ns = expiry_instant_ns(contract)
         if expiry_ns <= start_ns and self.settings.strict:
@@ -324,7 +339,7 @@ class MarketSim:
         zombie_end_ns = 0
         if expiry_ns <= start_ns:
             zombie_end_ns = start_ns + int(rng.uniform(14, 90) * 86_400 * _NS)
-        lives, last_sequence, last_zombie_end_ns = self._retired.get(contract, (0, 0, 0))
+        lives, last, last_zombie_end_ns = self._retired.get(contract, (0, 0, 0))
         if lives:
             name = f"{name}#{lives}"
             rng = derive_rng(self.settings.seed, name)
@@ -346,7 +361,13 @@ class MarketSim:
             self._spreads,
         )
         state.name = name
-        state.sequence = last_sequence if lives else rng.randrange(1_000_000, 900_000_000)
+        state.sequence = rng.randrange(1_000_000, 900_000_000)
+        if lives:  # its first run numbers on from the last life (final by then)
+            if isinstance(last, int):
+                state.sequence = last
+            else:
+                state.sequence, state.after = last.sequence, last
+        state.born = rel
         state.serial = self._watches
         self._watches += 1
         state.gen = rel
@@ -397,13 +418,17 @@ class MarketSim:
         so a market that every client has left does nothing. Where a life ends depends only on
         `at`, never on how far ahead the contract had been made."""
         forget_after = self.settings.forget_after
-        if forget_after is None or contract not in self._contracts:
+        state = self._contracts.get(contract)
+        if forget_after is None or state is None or contract in self._releases:
             return
         start = self.now if at is None else max(at, self.now)
         # (What `advance` has returned stands: the life ends after it.)
         ends = max(round(start * _NS), self._consumed + 1) + round(forget_after * _NS)
+        state.stop_at = ends
         self._releases[contract] = ends
         self._release_order.append((ends, contract))
+        if ends < self._reach:  # runs may have gone past it: they go back and stop there
+            self._roll_back(ends)
 
     def _end_lives(self, until_rel: int) -> None:
         """End the lives due to end by `until_rel` (`unwatch`), in order."""
@@ -412,27 +437,51 @@ class MarketSim:
             ends, contract = order.popleft()
             if releases.get(contract) == ends:  # (not watched again since)
                 del releases[contract]
-                self._end_life(contract, max(ends, self._consumed + 1))
+                self._end_life(contract, ends)
 
     def _end_life(self, contract: OptionContract, rel: int) -> None:
+        """The contract's life ends at `rel` (not yet returned by `advance`): it runs up to
+        there and no further."""
         state = self._contracts.pop(contract)
-        state.retired_at = rel
         self._count_rates(state, rel, -1.0)
         lives = self._retired.get(contract, (0, 0, 0))[0] + 1
-        self._retired[contract] = (lives, self._sequence_before(state, rel), state.zombie_end_ns)
+        self._retired[contract] = (lives, state, state.zombie_end_ns)
         self._retiring.setdefault(contract.key, []).append(state)
+        if state.parked:
+            self._dropped.append(state)
 
-    def _sequence_before(self, state: ContractProcess, rel: int) -> int:
-        """The sequence number of the contract's last event before `rel` (or where it starts).
+    def _stopped(self, state: ContractProcess) -> bool:
+        """Nothing more to make before its stop (`unwatch`)."""
+        stop = state.stop_at
+        return stop is not None and min(state.tq, state.tt) >= stop
 
-        Its lists hold its last run; nothing it made before that run is after `rel` (`advance`
-        has returned it all), so the run's start has it when its lists have nothing before."""
-        i = bisect_left(state.times, float(rel))
-        if i:
-            event = state.events[i - 1]
-            assert type(event) is OptionQuote or type(event) is OptionTrade
-            return event.sequence
-        return state.sequence if state.saved is None else state.saved[5]
+    def _park(self, state: ContractProcess) -> None:
+        """A contract that has made everything before its stop leaves the queue: until it is
+        watched again within its grace (`watch`), or for good once its life has ended."""
+        self._ran.pop(state, None)
+        if self._contracts.get(state.contract) is state:
+            state.parked = True
+        else:
+            self._dropped.append(state)
+
+    def _forget_dropped(self) -> None:
+        """Ended lives whose events have all been returned are let go: out of `_retiring`,
+        and only their last sequence number kept."""
+        kept: list[ContractProcess] = []
+        for state in self._dropped:
+            if state.stop_at is not None and self._consumed + 1 < state.stop_at:
+                kept.append(state)  # (ended by a watch, ahead of `advance`)
+                continue
+            contract = state.contract
+            lives = self._retiring.get(contract.key, [])
+            if state in lives:
+                lives.remove(state)
+                if not lives:
+                    del self._retiring[contract.key]
+            record = self._retired.get(contract)
+            if record is not None and record[1] is state:
+                self._retired[contract] = (record[0], _last_sequence(state), record[2])
+        self._dropped = kept
 
     def is_watched(self, contract: OptionContract) -> bool:
         return contract in self._contracts
@@ -576,12 +625,12 @@ class MarketSim:
                 if until_rel < self._frontier:
                     break
                 self._next_chunk(until_rel)  # past the chunk: on to the next one
-        if self._retiring:
-            out = self._without_ended_lives(out)
         if until_rel > self._consumed:
             self._consumed = until_rel
         if until > self.now:
             self.now = until
+        if self._dropped:
+            self._forget_dropped()
         return out
 
     def _enqueue(self, state: ContractProcess) -> None:
@@ -638,8 +687,8 @@ class MarketSim:
         end_f = float(end)
         due: list[ContractProcess] = []
         for state in previous:
-            if state.retired_at is not None:
-                self._drop(state)
+            if self._stopped(state):
+                self._park(state)
             elif state.tq < end_f or state.tt < end_f:
                 due.append(state)
             else:
@@ -647,10 +696,10 @@ class MarketSim:
         queue = self._queue
         while queue and queue[0][0] < end_f:
             state = heappop(queue)[3]
-            if state.retired_at is None:
-                due.append(state)
+            if self._stopped(state):
+                self._park(state)
             else:
-                self._drop(state)
+                due.append(state)
         due.sort(key=_key_order)
         ran = self._ran
         run = self._run
@@ -694,8 +743,8 @@ class MarketSim:
         with _gc_paused():
             while queue and queue[0][0] < limit:
                 state = heappop(queue)[3]
-                if state.retired_at is not None:
-                    self._drop(state)
+                if self._stopped(state):
+                    self._park(state)
                     continue
                 self._run(state, self._horizon(state))
                 ran[state] = None
@@ -704,36 +753,6 @@ class MarketSim:
                 self._pending.put(state.events, state.times)
                 if self._staggered:  # (else it waits in `_ran` for the next chunk)
                     self._enqueue(state)
-
-    def _drop(self, state: ContractProcess) -> None:
-        """An ended life, due again: it runs no more. What it made is out, or on its way out
-        in the `advance` that reached it, which forgets it (`_forget_dropped`)."""
-        self._ran.pop(state, None)
-        self._dropped.append(state)
-
-    def _without_ended_lives(self, events: list[Event]) -> list[Event]:
-        """`events` but those of ended lives at or after their end; then the lives dropped so
-        far are forgotten (everything they made is out)."""
-        retiring, start_ns = self._retiring, self._start_ns
-        kept: list[Event] = []
-        for event in events:
-            if type(event) is OptionQuote or type(event) is OptionTrade:
-                lives = retiring.get(event.contract.key)
-                if lives is not None and any(
-                    event.contract is life.contract and event.ts_ns >= start_ns + life.retired_at
-                    for life in lives
-                    if life.retired_at is not None
-                ):
-                    continue
-            kept.append(event)
-        for state in self._dropped:
-            lives = retiring.get(state.contract.key, [])
-            if state in lives:
-                lives.remove(state)
-                if not lives:
-                    del retiring[state.contract.key]
-        self._dropped.clear()
-        return kept
 
     def _horizon(self, state: ContractProcess) -> int:
         """Where a staggered run stops: the first point after its first event on the
@@ -747,7 +766,18 @@ class MarketSim:
         return phase + (math.floor((first - phase) / span) + 1) * span
 
     def _run(self, state: ContractProcess, end: int) -> None:
-        """A contract from where it is to `end`, into new lists of its own."""
+        """A contract from where it is to `end` (or its life's end), into new lists of its own."""
+        if state.stop_at is not None and end > state.stop_at:
+            end = state.stop_at
+        after = state.after
+        if after is not None:
+            # Made from its start: number on from the last life, which has made everything
+            # before its end (its events come due before this life's first) and is final once
+            # no rate change can come before its end.
+            if state.gen == state.born:
+                state.sequence = _last_sequence(after)
+            if after.stop_at is None or self._consumed + 1 >= after.stop_at:
+                state.after = None
         if len(state.marks) > 16:
             keep = bisect_left(state.mark_times, float(min(self._chunk_start, state.gen))) - 1
             if keep > 0:
@@ -782,9 +812,8 @@ class MarketSim:
         self._rollback_at = None
         if at is None:
             return
-        # (An ended life is not redone: none of its events past its end comes out, and no one
-        # wants those before it any more.)
-        redo = [s for s in self._ran if s.gen > at and s.retired_at is None]
+        redo = [s for s in self._ran if s.gen > at]
+        redo.sort(key=lambda s: s.after is not None)  # a life's last run before the next's first
         if not redo:
             return
         again = set(redo)
@@ -792,7 +821,8 @@ class MarketSim:
         heapify(self._queue)
         with _gc_paused():
             for state in redo:
-                end = state.gen
+                # (Made at once, every run goes to the frontier, but one that stopped short.)
+                end = state.gen if self._staggered else self._frontier
                 state.restore()
                 self.work.rollbacks += 1
                 self._run(state, end)
@@ -859,9 +889,13 @@ class MarketSim:
             self._rate_changes.insert(i, (rel, scale))
             self._change_serials.insert(i, self._changes_made)
         if rel < self._reach:  # some runs may have gone past it
-            if self._rollback_at is None or rel < self._rollback_at:
-                self._rollback_at = rel
-            self._dirty = True
+            self._roll_back(rel)
+
+    def _roll_back(self, rel: int) -> None:
+        """Runs that went past `rel` go back to where they began and run again (`_rebuild`)."""
+        if self._rollback_at is None or rel < self._rollback_at:
+            self._rollback_at = rel
+        self._dirty = True
 
     def _forget_rate_changes(self, start: int) -> None:
         """Drop the changes before `start` but the last one: a contract that has not been run
@@ -997,6 +1031,14 @@ class MarketSim:
             self._first_watch = rel
         at_once = rel == self._first_watch
         self._change_rate(rel if at_once else _grid_after(rel), self._rate_scale)
+
+
+def _last_sequence(state: ContractProcess) -> int:
+    """A life's last sequence number, once it has made all: a life that never ran has the one
+    before it (numbering on from it)."""
+    while state.after is not None and state.gen == state.born:
+        state = state.after
+    return state.sequence
 
 
 def _grid_after(rel: int) -> int:

@@ -175,9 +175,11 @@ class ContractProcess:
     Unix time (`start_ns`) plus that, truncated."""
 
     __slots__ = (
+        "after",
         "always_open",
         "ask_side",
         "bid_side",
+        "born",
         "changes_seen",
         "coarse",
         "contract",
@@ -195,13 +197,13 @@ class ContractProcess:
         "mark_times",
         "marks",
         "name",
+        "parked",
         "path",
         "qblock",
         "qn",
         "quote_rate",
         "qwords",
         "regime",
-        "retired_at",
         "revalue_at",
         "saved",
         "seed",
@@ -210,6 +212,7 @@ class ContractProcess:
         "spreads",
         "standing",
         "start_ns",
+        "stop_at",
         "tblock",
         "tblock_no",
         "times",
@@ -284,8 +287,15 @@ class ContractProcess:
         self.times: list[float] = []  # ... and their float times
         self.gen = 0  # events before this time (ns since the start) have been generated
         self.saved: _Saved | None = None
-        # Unwatched at this time (ns since the start): made no more, dropped when next due.
-        self.retired_at: int | None = None
+        # Nobody wants it, and its life ends at this time (ns since the start) unless it is
+        # watched again before (`MarketSim.unwatch`): nothing is made past it. `parked`: all is
+        # made up to there, and it waits out of the queue.
+        self.stop_at: int | None = None
+        self.parked = False
+        # The life before this one (until its last sequence number is final), and where this
+        # one began: its first run numbers on from the last one's last event.
+        self.after: ContractProcess | None = None
+        self.born = 0
 
     def snapshot(self) -> None:
         """Remember the generator state where a run begins (for a rate-change rollback)."""
