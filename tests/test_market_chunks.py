@@ -129,6 +129,14 @@ def test_total_rate_changes_on_the_rate_grid_whatever_the_chunks() -> None:
     assert len(late) == pytest.approx(40 * 29, rel=0.3)
 
 
+def test_a_watch_after_a_quiet_spell_changes_the_rates_of_runs_made_in_an_earlier_chunk() -> None:
+    """Advanced 0.25 s at a time with 20 ms staggered chunks, each chunk's reach is shorter than
+    the runs of the one before (made to the end of a long `advance`): a watch's rate change
+    between the two must still send those runs back, not take effect at their ends."""
+    plan: Plan = [(0.0, SPY[:3]), (5.02, [SPY[4]]), (16.02, [SPY[5]]), (21.27, [SPXW])]
+    both(plan, 40.0, 0.25, total_rate=40.0)
+
+
 def test_market_hours_across_closes_whatever_the_chunks() -> None:
     friday_close = dt.datetime(2025, 3, 14, 15, 58, tzinfo=EASTERN)
     plan: Plan = [(0.0, [SPY[0], SPY[5]]), (900.0, [SPY[1]])]

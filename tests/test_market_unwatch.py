@@ -8,6 +8,8 @@ import random
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients.common import Backoff
 from clients.massive import MassiveClient, Quote, Trade
@@ -150,6 +152,51 @@ def test_a_watch_after_the_grace_ends_the_life_even_before_the_market_gets_there
         runs.append(events + sim.advance(40.0))
     assert runs[0] == runs[1]
     assert not [e for e in runs[1] if CLOCK.unix_ns(15.0) < e.ts_ns < CLOCK.unix_ns(20.0)]
+
+
+def dead_spells(ops: Ops, contract: OptionContract, grace: float) -> list[tuple[float, float]]:
+    """When the contract has no life, by the rules (`unwatch`, `watch`): from the end of its
+    grace to the next watch."""
+    spells: list[tuple[float, float]] = []
+    alive, ends = False, None
+    for t, action, contracts in ops:
+        if contract not in contracts:
+            continue
+        if action == "watch":
+            if ends is not None and ends <= t:
+                spells.append((ends, t))
+            alive, ends = True, None
+        elif alive and ends is None:
+            ends = t + grace
+    if ends is not None:
+        spells.append((ends, float("inf")))
+    return spells
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 1_500).map(lambda n: n / 50),
+            st.sampled_from(["watch", "unwatch"]),
+            st.lists(st.sampled_from(SPY[:4]), min_size=1, max_size=4, unique=True),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([0.0, 0.5, 3.0]),
+    st.sampled_from([None, 40.0]),
+)
+def test_lives_whatever_the_watches_and_the_slicing(
+    later: Ops, grace: float, total_rate: float | None
+) -> None:
+    ops: Ops = [(0.0, "watch", SPY[:4]), *sorted(later, key=lambda op: op[0])]
+    events = every_way(ops, 40.0, 0.25, forget_after=grace, total_rate=total_rate)
+    for contract in SPY[:4]:
+        mine = of(events, contract)
+        sequences = [e.sequence for e in mine]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+        for begins, ends in dead_spells(ops, contract, grace):
+            assert not [e for e in mine if CLOCK.unix_ns(begins) < e.ts_ns < CLOCK.unix_ns(ends)]
 
 
 def test_without_forget_after_the_market_goes_on_as_the_vendors_does() -> None:

@@ -295,6 +295,9 @@ class MarketSim:
         self._span = 0
         self._reach = 0
         self._longest_span = 0
+        # How far runs have gone (ns): a chunk's reach can be shorter than the last one's (an
+        # `advance` far ahead makes a long chunk), so a change before this may need runs redone.
+        self._made_to = 0
         self._path_events: list[Event] = []
         self._path_times: list[float] = []
         # What is made and not yet returned (`mocks.sim.pending`); `_consumed`: the last
@@ -427,7 +430,7 @@ class MarketSim:
         state.stop_at = ends
         self._releases[contract] = ends
         self._release_order.append((ends, contract))
-        if ends < self._reach:  # runs may have gone past it: they go back and stop there
+        if ends < self._made_to:  # runs have gone past it: they go back and stop there
             self._roll_back(ends)
 
     def _end_lives(self, until_rel: int) -> None:
@@ -783,6 +786,8 @@ class MarketSim:
             if keep > 0:
                 del state.marks[:keep], state.mark_times[:keep]
         state.snapshot()  # a rate change before `end` rolls it back to here
+        if end > self._made_to:
+            self._made_to = end
         # (The buckets have copies of what the lists held.)
         state.events.clear()
         state.times.clear()
@@ -888,7 +893,7 @@ class MarketSim:
             times.insert(i, rel)
             self._rate_changes.insert(i, (rel, scale))
             self._change_serials.insert(i, self._changes_made)
-        if rel < self._reach:  # some runs may have gone past it
+        if rel < self._made_to:  # some runs have gone past it
             self._roll_back(rel)
 
     def _roll_back(self, rel: int) -> None:
