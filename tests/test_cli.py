@@ -81,3 +81,30 @@ def test_serve_prints_listening_lines_and_exits_0_on_sigterm() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_serve_forgets_what_no_client_has_wanted_for_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve` is long-running: contracts nobody wants stop after `FORGET_AFTER` (the market's
+    side: tests/test_market_unwatch.py); scenarios keep them (MarketSettings' default)."""
+    import mocks.serve
+    from mocks.sim.market import MarketSettings
+
+    given: list[MarketSettings] = []
+
+    async def serve_forever(
+        names: object,
+        host: object,
+        port: object,
+        settings: MarketSettings,
+        *args: object,
+        **kwargs: object,
+    ) -> None:
+        given.append(settings)
+
+    monkeypatch.setattr(mocks.serve, "serve_forever", serve_forever)
+    assert main(["serve", "massive", "--port", "0", "--rate", "500"]) == 0
+    assert [s.forget_after for s in given] == [mocks.serve.FORGET_AFTER] == [60.0]
+    assert given[0].total_rate == 500.0
+    assert MarketSettings().forget_after is None
