@@ -137,6 +137,19 @@ def test_a_watch_after_a_quiet_spell_changes_the_rates_of_runs_made_in_an_earlie
     both(plan, 40.0, 0.25, total_rate=40.0)
 
 
+@pytest.mark.parametrize(("small", "watch_at"), [(10.0, 130.08), (15.0, 135.26)])
+def test_a_rate_change_just_after_the_path_lets_go_of_old_prices(
+    small: float, watch_at: float
+) -> None:
+    """Runs seconds long (staggered chunks of 10-15 s), and the underlying path letting go of
+    its old prices (past 128 s) at the start of the chunk in which a watch changes the rates:
+    the runs begun in the chunk before go back to their start and need the prices from then.
+    Found by `feedlab serve amberdata --rate 5000` under rolling subscriptions (IndexError
+    after about two minutes)."""
+    plan: Plan = [(0.0, SPY[:4]), (watch_at, [SPY[4]])]
+    both(plan, 160.0, 0.25, small=small, total_rate=40.0)
+
+
 def test_market_hours_across_closes_whatever_the_chunks() -> None:
     friday_close = dt.datetime(2025, 3, 14, 15, 58, tzinfo=EASTERN)
     plan: Plan = [(0.0, [SPY[0], SPY[5]]), (900.0, [SPY[1]])]

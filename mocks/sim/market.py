@@ -660,8 +660,12 @@ class MarketSim:
             # everything made.
             end = min(end, _grid_after(max(start, until_rel)))
         # A run that may still be rolled back began no more than a run's span before where
-        # it can be rolled back to: the rate changes it may need are kept.
-        self._forget_rate_changes(min(start, self._consumed + 1) - self._longest_span)
+        # it can be rolled back to: the rate changes and underlying prices it may need again
+        # are kept. (Prices kept only from the chunk's start sent a redone run before the
+        # path's first point: an IndexError that stopped `serve`, or a price from the list's
+        # other end.)
+        keep_from = min(start, self._consumed + 1) - self._longest_span
+        self._forget_rate_changes(keep_from)
         self._chunk_start, self._frontier = start, end
         self._span = end - start
         self._reach = end + self._span if self._staggered and not on_grid else end
@@ -673,7 +677,7 @@ class MarketSim:
         for path in self._watched_paths:
             self._report(path, end)
         for path in self._paths.values():
-            path.forget_before(start / _NS)
+            path.forget_before(keep_from / _NS)
         if not self._staggered:
             self._run_at_once(previous, end)
         elif not was_staggered:  # the first staggered chunk: every contract waits its turn
