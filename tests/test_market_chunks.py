@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from mocks.serve import LIVE_CHUNK_BUDGET
 from mocks.sim import market, quoting
 from mocks.sim.clock import EASTERN, MarketClock
 from mocks.sim.contracts import OptionContract
@@ -264,6 +265,32 @@ def test_watching_contracts_one_by_one_costs_linear_work() -> None:
     per_event = [s.work.rate_change_steps / s.work.events for s in (small, large)]
     assert per_event[1] < 2 * per_event[0]
     assert large.work.rate_change_steps < 200_000
+
+
+def test_a_storm_after_a_quiet_spell_sends_each_run_back_about_once() -> None:
+    """`serve --rate`'s market (its chunk budget, advanced every 50 ms): 150 contracts for 30 s
+    make long chunks and runs; then 50 watches, one per grid step, each a rate change for every
+    contract. A run redone to its old end went back again at every one of them (7,842 runs
+    redone; a `serve` whose clients came and went spent 76% of its time redoing runs): now it
+    stops at the change and goes on in short runs while contracts are being watched."""
+    sim = MarketSim(
+        MarketSettings(seed=3, start=START, total_rate=2_000.0), chunk_budget=LIVE_CHUNK_BUDGET
+    )
+    contracts = _many(200)
+    for contract in contracts[:150]:
+        assert sim.watch(contract)
+    t = 0.0
+    while t < 30.0:
+        t = round(t + 0.05, 2)
+        sim.advance(t)
+    assert sim._reach - sim._chunk_start > 2 * market.RATE_GRID_NS  # long, made in the quiet
+    rollbacks = sim.work.rollbacks
+    for contract in contracts[150:]:
+        t = round(t + 0.05, 2)
+        sim.advance(t)
+        assert sim.watch(contract)
+    sim.advance(t + 10.0)
+    assert sim.work.rollbacks - rollbacks <= 2 * len(contracts)
 
 
 def test_rate_changes_at_one_instant_or_in_one_grid_step_are_one_change() -> None:

@@ -770,7 +770,13 @@ class MarketSim:
         span = self._span
         phase = state.key_order % span
         first = min(state.tq, state.tt)
-        return phase + (math.floor((first - phase) / span) + 1) * span
+        horizon = phase + (math.floor((first - phase) / span) + 1) * span
+        last_watch = self._last_watch
+        if self.settings.total_rate and last_watch is not None and first - last_watch < _QUIET_NS:
+            # Contracts are being watched: the next rate change may come at any grid point,
+            # and a run past it would go back (a chunk made in a quiet spell is long).
+            return min(horizon, _grid_after(math.floor(first)))
+        return horizon
 
     def _run(self, state: ContractProcess, end: int) -> None:
         """A contract from where it is to `end` (or its life's end), into new lists of its own."""
@@ -830,8 +836,16 @@ class MarketSim:
         heapify(self._queue)
         with _gc_paused():
             for state in redo:
-                # (Made at once, every run goes to the frontier, but one that stopped short.)
-                end = state.gen if self._staggered else self._frontier
+                # Made at once, every run goes to the frontier (but one that stopped short).
+                # Staggered, a run goes back to its end only if its life has ended (the next
+                # life numbers on from there); the others stop at the change and go on from
+                # the queue (`_horizon`): while contracts are being watched, rate changes come
+                # every grid step, and a run redone to its old end, seconds past them when made
+                # in a quiet spell, went back again at every one.
+                end = self._frontier
+                if self._staggered:
+                    ended = self._contracts.get(state.contract) is not state
+                    end = state.gen if ended else min(state.gen, at)
                 state.restore()
                 self.work.rollbacks += 1
                 self._run(state, end)
