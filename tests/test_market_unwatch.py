@@ -154,6 +154,32 @@ def test_a_watch_after_the_grace_ends_the_life_even_before_the_market_gets_there
     assert not [e for e in runs[1] if CLOCK.unix_ns(15.0) < e.ts_ns < CLOCK.unix_ns(20.0)]
 
 
+def test_the_vendors_hear_each_end_before_a_new_life_starts() -> None:
+    """`on_forget` listeners (the vendors' cores) hear of a life's end once, when it ends: in
+    `advance`, or inside the `watch` that comes after the grace ahead of `advance`, before the
+    new life exists (so a vendor never drops state the new life has made). Never within the
+    grace."""
+    sim = MarketSim(MarketSettings(seed=5, start=START, forget_after=5.0))
+    heard: list[tuple[OptionContract, bool]] = []
+    sim.on_forget(lambda contract: heard.append((contract, sim.is_watched(contract))))
+    sim.watch(SPY[0])
+    sim.advance(10.0)
+    sim.unwatch(SPY[0])
+    sim.advance(14.0)
+    sim.watch(SPY[0], at=14.0)  # within the grace: it goes on
+    sim.unwatch(SPY[0], at=14.0)
+    sim.advance(18.9)
+    assert heard == []
+    sim.advance(19.1)
+    assert heard == [(SPY[0], False)]
+    sim.watch(SPY[0], at=20.0)  # a new life
+    sim.unwatch(SPY[0], at=20.0)
+    sim.watch(SPY[0], at=30.0)  # after the grace, ahead of `advance`
+    assert heard == [(SPY[0], False)] * 2 and sim.is_watched(SPY[0])
+    sim.advance(40.0)
+    assert len(heard) == 2
+
+
 def dead_spells(ops: Ops, contract: OptionContract, grace: float) -> list[tuple[float, float]]:
     """When the contract has no life, by the rules (`unwatch`, `watch`): from the end of its
     grace to the next watch."""

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import orjson
 import pytest
 import trio
 import trio_websocket
@@ -244,3 +245,106 @@ def test_soak_verdict_tells_a_high_water_step_from_a_leak() -> None:
     for steps in ({}, {2.0: 20.0}):
         real = _rss(6.7, 82, 14.0, steps)
         assert soak.sustained_growth(real) > 80 * MIB
+
+
+# -- contracts nobody wants any more (`serve`'s `forget_after`) ------------------------------------
+
+FORGET_AFTER = 2.0  # market seconds (`serve` uses a minute: mocks.serve.FORGET_AFTER)
+ROLLED = 60  # visits, each naming three contracts no other visit names
+# What a vendor keeps per contract on purpose after its life ends (Theta's day OHLC: a client back
+# on the contract must not see the day's volume go down).
+KEPT_PER_CONTRACT = {"_option_ohlc"}
+
+
+def _rolled_requests(vendor: str, slot: int) -> list[str]:
+    """Subscriptions to this slot's own three contracts (Massive: without the auth)."""
+    strikes = [100 + 3 * slot + n for n in range(3)]
+    if vendor == "massive":
+        params = ",".join(f"{ch}.O:SPY250620C{k * 1000:08d}" for k in strikes for ch in "QT")
+        return [orjson.dumps({"action": "subscribe", "params": params}).decode()]
+    if vendor == "theta":
+        contract = {"root": "SPY", "expiration": 20250620, "right": "C"}
+        return [
+            orjson.dumps(
+                {
+                    "msg_type": "STREAM",
+                    "sec_type": "OPTION",
+                    "req_type": "QUOTE",
+                    "add": True,
+                    "id": 3 * slot + n,
+                    "contract": {**contract, "strike": k * 1000},
+                }
+            ).decode()
+            for n, k in enumerate(strikes)
+        ]
+    return [
+        orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": n + 1,
+                "method": "subscribe",
+                "params": [
+                    "market:options:order:snapshots",
+                    {"instrument": f"BTC-27JUN25-{k * 1000}-C", "exchange": "deribit"},
+                ],
+            }
+        ).decode()
+        for n, k in enumerate(strikes)
+    ]
+
+
+DATA = {"massive": b'"ev":"Q"', "theta": b'"type":"QUOTE"', "amberdata": b'"bids"'}
+
+
+async def _rolled_visit(server: MockServer, vendor: str, slot: int) -> int:
+    """Subscribe this slot's contracts, read for a while, stop (Theta: STOP, or the terminal
+    keeps the streams for the next client), go. Returns the data messages received."""
+    headers = [(b"x-api-key", f"UAK-roll-{slot}".encode())] if vendor == "amberdata" else []
+    data = 0
+    async with server.connect(f"ws://{vendor}.mock{vendor_spec(vendor).path}", headers) as ws:
+        if vendor == "massive":
+            await ws.get_message()  # connected
+            await ws.send_message(orjson.dumps({"action": "auth", "params": "k"}).decode())
+            await ws.get_message()  # auth_success
+        for request in _rolled_requests(vendor, slot):
+            await ws.send_message(request)
+        with trio.move_on_after(1.2):  # (Amberdata snapshots: one a second)
+            while True:
+                message = await ws.get_message()
+                raw = message.encode() if isinstance(message, str) else message
+                data += DATA[vendor] in raw.replace(b" ", b"")
+        if vendor == "theta":
+            await ws.send_message('{"msg_type":"STOP"}')
+    return data
+
+
+@pytest.mark.parametrize("vendor", ["massive", "theta", "amberdata"])
+async def test_contracts_nobody_wants_are_let_go(
+    vendor: str, autojump_clock: trio.abc.Clock
+) -> None:
+    """Clients that roll through contracts (new strikes every day) leave nothing behind once
+    nobody has wanted a contract for `forget_after`: the market ends its life and the vendor's
+    core lets go of what it kept for it. Named again, it streams as if first seen."""
+    settings = MarketSettings(
+        seed=1,
+        start=dt.datetime(2025, 3, 14, 14, 30, tzinfo=UTC),
+        total_rate=500,
+        forget_after=FORGET_AFTER,
+    )
+    market = Market(settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(market.run)
+        server = long_running_server(vendor, market, (), settings.seed, False)
+        await nursery.start(server.run)
+        for slot in range(ROLLED):
+            assert await _rolled_visit(server, vendor, slot) > 0, slot
+        await trio.sleep(FORGET_AFTER + 1.0)
+
+        assert server.errors == []
+        for owner in (server.vendor, server.hub):
+            for name, size in _containers(owner):
+                if name not in KEPT_PER_CONTRACT:
+                    assert size <= CORE_BOUND, f"{type(owner).__name__}.{name} holds {size}"
+        # Named again: a new life, on the wire like the first.
+        assert await _rolled_visit(server, vendor, 0) > 0
+        nursery.cancel_scope.cancel()

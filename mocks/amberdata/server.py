@@ -108,6 +108,7 @@ class AmberdataServer:
             ON_DEMAND: Plan(ON_DEMAND, s.on_demand_connections, s.on_demand_subscriptions),
             ENTERPRISE: Plan(ENTERPRISE, s.enterprise_connections, s.enterprise_subscriptions),
         }
+        self.market.on_forget(self._forget_instrument)
 
     @property
     def seed(self) -> int:
@@ -158,6 +159,12 @@ class AmberdataServer:
             self.connections_per_key[session.key] -= 1
             if self.connections_per_key[session.key] <= 0:
                 del self.connections_per_key[session.key]
+
+    def _forget_instrument(self, contract: OptionContract) -> None:
+        """The market ended the contract's life (nobody wanted it for a while, `serve`): so
+        does the exchange side (10-50 KB each, with its recent trades). Wanted again, it is an
+        instrument first seen: its 24 hours before are made again around its price then."""
+        self.instruments.pop(contract, None)
 
     def instrument(self, contract: OptionContract, now: float) -> Instrument:
         inst = self.instruments.get(contract)

@@ -56,7 +56,8 @@ change), and once it has made everything before it, it leaves the queue (`parked
 within the grace, it simply goes on. At its end its share of `total_rate` goes back at the next
 grid point, as a watch's would; watched after it, it is a new process from that instant, with
 words of its own, whose first run numbers on from where the last life stopped (which has made
-everything before its end by then: its events come due first).
+everything before its end by then: its events come due first). Whoever keeps state per
+contract beside the market (the vendors' servers) hears of each end (`on_forget`) and lets go too.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ import gc
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
@@ -254,6 +255,7 @@ class MarketSim:
         self._retired: dict[OptionContract, tuple[int, ContractProcess | int, int]] = {}
         self._retiring: dict[str, list[ContractProcess]] = {}
         self._dropped: list[ContractProcess] = []
+        self._forget_listeners: list[Callable[[OptionContract], None]] = []
         self._watches = 0  # every watch so far (a contract's serial: a tie-break)
         self._paths: dict[str, UnderlyingPath] = {}
         self._watched_paths: list[UnderlyingPath] = []
@@ -433,6 +435,14 @@ class MarketSim:
         if ends < self._made_to:  # runs have gone past it: they go back and stop there
             self._roll_back(ends)
 
+    def on_forget(self, listener: Callable[[OptionContract], None]) -> None:
+        """Call `listener(contract)` when a contract's life ends (`unwatch`): nobody has wanted
+        it for `forget_after` seconds, so what a vendor keeps of it (its last quote, its trade
+        history) can go; watched again, it is a new life here and first seen there. Called before
+        the `watch` that starts the new life returns, so a listener never drops state that the
+        new life has already made."""
+        self._forget_listeners.append(listener)
+
     def _end_lives(self, until_rel: int) -> None:
         """End the lives due to end by `until_rel` (`unwatch`), in order."""
         order, releases = self._release_order, self._releases
@@ -452,6 +462,8 @@ class MarketSim:
         self._retiring.setdefault(contract.key, []).append(state)
         if state.parked:
             self._dropped.append(state)
+        for listener in self._forget_listeners:
+            listener(contract)
 
     def _stopped(self, state: ContractProcess) -> bool:
         """Nothing more to make before its stop (`unwatch`)."""

@@ -194,6 +194,16 @@ class ThetaTerminal:
         self._index_ohlc: dict[str, _Ohlc] = {}
         self._index_last_sent: dict[str, float] = {}
         self._stocks: dict[str, _StockBook] = {}
+        market.on_forget(self._forget_contract)
+
+    def _forget_contract(self, contract: OptionContract) -> None:
+        """The market ended the contract's life (nobody wanted it for a while, `serve`): its
+        quote state goes. Its day's OHLC stays (a few hundred bytes): the day has not ended, and
+        a client back on it must not see the day's volume go down."""
+        self._last_quote.pop(contract, None)
+        self._quotes_owed.pop(contract, None)
+        self._option_streams.pop(contract, None)
+        self._quote_prefixes.pop(contract, None)
 
     # -- VendorServer ------------------------------------------------------------------------
 
