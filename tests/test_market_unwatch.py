@@ -154,6 +154,31 @@ def test_a_watch_after_the_grace_ends_the_life_even_before_the_market_gets_there
     assert not [e for e in runs[1] if CLOCK.unix_ns(15.0) < e.ts_ns < CLOCK.unix_ns(20.0)]
 
 
+@pytest.mark.parametrize("burst", [False, True])
+def test_what_comes_ahead_of_advance_finds_the_lives_ended_before_it(burst: bool) -> None:
+    """A watch (or a burst) at the market actor's now, ahead of what `advance` has processed:
+    a life that ended in between has given its share of `total_rate` back first, as when
+    `advance` got there before (the newcomer's rate was computed with the old contract still
+    counted: its stream depended on the clock's slicing; found by a 10-minute serve-like run
+    with storms of watches)."""
+    runs = []
+    for advance_first in (True, False):
+        sim = MarketSim(MarketSettings(seed=5, start=START, total_rate=500.0, forget_after=5.0))
+        sim.watch(SPY[0], at=0.0)
+        events = sim.advance(10.0)
+        sim.unwatch(SPY[0])  # its life ends at 15 s
+        sim.watch(SPY[2], at=10.0)
+        events += sim.advance(14.0)
+        if advance_first:
+            events += sim.advance(16.0)
+        if burst:
+            sim.burst(3.0, 2.0, at=16.0)
+        else:
+            assert sim.watch(SPY[1], at=16.0)
+        runs.append(events + sim.advance(30.0))
+    assert digest(runs[0]) == digest(runs[1])
+
+
 def test_the_vendors_hear_each_end_before_a_new_life_starts() -> None:
     """`on_forget` listeners (the vendors' cores) hear of a life's end once, when it ends: in
     `advance`, or inside the `watch` that comes after the grace ahead of `advance`, before the

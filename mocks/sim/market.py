@@ -45,7 +45,10 @@ run reaches past the next grid point after what `advance` was asked for, so a wa
 never lands on anything made: a subscription storm costs one rate change per grid step, not a
 regenerated chunk per watch. A burst (a fault), or a watch after a quiet spell, changes the
 rates where runs may have gone past it: the contracts run past it go back to where their run
-began and run again with the new rate from there on (`_rebuild`). What a contract makes depends
+began and run again up to the change (`_rebuild`), and on from there with the new rate. Runs
+that a chunk made in the quiet spell left to make stop at the grid point after their first
+event while contracts are being watched (`_horizon`), so the storm's next change finds none past
+it (a run redone to its old end went back at every grid step). What a contract makes depends
 only on the watches (their times and order) and the bursts, never on the chunks, the runs or on
 how `advance` is called.
 
@@ -319,6 +322,7 @@ class MarketSim:
         """
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
+        self._end_lives_before(rel)
         state = self._contracts.get(contract)
         if state is not None:
             ends = self._releases.pop(contract, None)
@@ -395,6 +399,7 @@ class MarketSim:
         come out the same). A contract first watched during the burst starts at its usual rate."""
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
+        self._end_lives_before(rel)
         base = self._rate_scale
         self._change_rate(rel, base / factor)
         self._change_rate(round((start + duration) * _NS), base)
@@ -442,6 +447,14 @@ class MarketSim:
         the `watch` that starts the new life returns, so a listener never drops state that the
         new life has already made."""
         self._forget_listeners.append(listener)
+
+    def _end_lives_before(self, rel: int) -> None:
+        """A watch or a burst at `rel`, which may be ahead of `advance` (the market actor's
+        now): the lives that end by then end first, as `advance` would have ended them, so that
+        it finds the rates as they are at `rel` (the rate scale counts who is watched then)."""
+        order = self._release_order
+        if order and order[0][0] <= rel:
+            self._end_lives(rel)
 
     def _end_lives(self, until_rel: int) -> None:
         """End the lives due to end by `until_rel` (`unwatch`), in order."""
