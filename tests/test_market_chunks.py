@@ -224,6 +224,38 @@ def test_a_burst_multiplies_the_rates_for_its_duration_whatever_the_slicing() ->
     assert during > 4 * before and during > 4 * after
 
 
+def test_a_burst_under_total_rate_outlasts_the_watches_during_it() -> None:
+    """`serve --scenario ... --rate N`: a client subscribing during a burst changes the watched
+    contracts' share of `--rate`, not the burst (it set the scale back to the share alone, and
+    the burst's end restored the share of before the watch). Overlapping bursts multiply."""
+    contracts = _many(12)
+
+    def rate(plan: list[tuple[float, str, float]], lo: float, hi: float) -> float:
+        sim = MarketSim(MarketSettings(seed=1, start=START, total_rate=500.0))
+        for contract in contracts[:10]:
+            assert sim.watch(contract, at=0.0)
+        events: list[Event] = []
+        t = 0.0
+        for at, what, factor in [*plan, (40.0, "end", 0.0)]:
+            events += sim.advance(at)
+            t = at
+            if what == "burst":
+                sim.burst(factor, 10.0, at=t)
+            elif what == "watch":
+                assert sim.watch(contracts[int(factor)], at=t)
+        start_ns = sim.clock.start_ns
+        n = sum(1 for e in events if lo * 1e9 <= e.ts_ns - start_ns < hi * 1e9)
+        return n / (hi - lo)
+
+    assert 400 < rate([], 8.0, 14.0) < 600
+    burst = rate([(5.0, "burst", 3.0), (7.0, "watch", 10), (8.0, "watch", 11)], 8.0, 14.0)
+    assert 1_200 < burst < 1_800
+    after = rate([(5.0, "burst", 3.0), (7.0, "watch", 10), (8.0, "watch", 11)], 16.0, 40.0)
+    assert 400 < after < 600  # the share with the newcomers, not the one before them
+    both = rate([(5.0, "burst", 3.0), (6.0, "burst", 2.0), (7.0, "watch", 10)], 8.0, 14.0)
+    assert 2_400 < both < 3_600
+
+
 def _many(n: int) -> list[OptionContract]:
     """n distinct SPY contracts: four expirations, calls and puts, strikes from 300 up."""
     expirations = ("250321", "250620", "250919", "251219")

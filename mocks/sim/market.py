@@ -280,6 +280,8 @@ class MarketSim:
         self._first_watch: int | None = None
         self._last_watch: int | None = None
         self._rate_scale = 1.0 / max(self.settings.activity, 1e-9)
+        # Bursts (start, end, factor) not yet over: a change within one keeps its factor.
+        self._bursts: list[tuple[int, int, float]] = []
         self._rate_changes: list[tuple[int, float]] = []
         self._change_times: list[int] = []
         self._change_serials: list[int] = []
@@ -396,13 +398,23 @@ class MarketSim:
         """The market gets `factor` times busier for `duration` seconds from `at` (default now):
         every watched contract's quote and trade rates, as on a news spike. Contracts already
         generated past `at` go back to the chunk's start and redo it (their streams up to `at`
-        come out the same). A contract first watched during the burst starts at its usual rate."""
+        come out the same). A contract first watched during the burst starts at its usual rate
+        (under `total_rate`, until the next rate grid point). Bursts that overlap multiply."""
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
         self._end_lives_before(rel)
-        base = self._rate_scale
-        self._change_rate(rel, base / factor)
-        self._change_rate(round((start + duration) * _NS), base)
+        ends = round((start + duration) * _NS)
+        self._bursts = [b for b in self._bursts if b[1] > self._consumed]
+        self._bursts.append((rel, ends, factor))
+        self._change_rate(rel, self._rate_scale / self._burst_factor(rel))
+        self._change_rate(ends, self._rate_scale / self._burst_factor(ends))
+
+    def _burst_factor(self, rel: int) -> float:
+        factor = 1.0
+        for start, ends, f in self._bursts:
+            if start <= rel < ends:
+                factor *= f
+        return factor
 
     def watch_underlying(self, root: str, at: float | None = None) -> None:
         """Publish an underlying's moves (indices: price reports about once a second)."""
@@ -1078,7 +1090,13 @@ class MarketSim:
         if self._first_watch is None:
             self._first_watch = rel
         at_once = rel == self._first_watch
-        self._change_rate(rel if at_once else _grid_after(rel), self._rate_scale)
+        point = rel if at_once else _grid_after(rel)
+        self._change_rate(point, self._rate_scale / self._burst_factor(point))
+        # The changes after it (a burst's end, made when the burst began) set the scale of their
+        # time: the watched contracts' share from now on, with the bursts then.
+        times, changes = self._change_times, self._rate_changes
+        for i in range(bisect_right(times, point), len(times)):
+            changes[i] = (times[i], self._rate_scale / self._burst_factor(times[i]))
 
 
 def _last_sequence(state: ContractProcess) -> int:
