@@ -148,19 +148,14 @@ async def _connect(url: str, headers: dict[str, str] | None = None) -> ClientCon
 # same visits in-process. Massive's auth and subscribe go after `connected` and `auth_success`.
 
 
-def massive_requests(slot: int, rng: random.Random) -> tuple[str, str]:
-    """(auth, subscribe): Q and T for 1-10 contracts of the pool."""
-    picked = rng.sample(MASSIVE_POOL, rng.randint(1, 10))
-    params = ",".join(f"{channel}.{s}" for s in picked for channel in ("Q", "T"))
-    return (
-        orjson.dumps({"action": "auth", "params": f"soak-{slot}"}).decode(),
-        orjson.dumps({"action": "subscribe", "params": params}).decode(),
-    )
+def massive_subscribe(symbols: list[str]) -> str:
+    """A Massive subscribe to quotes and trades of these contracts."""
+    params = ",".join(f"{channel}.{s}" for s in symbols for channel in ("Q", "T"))
+    return orjson.dumps({"action": "subscribe", "params": params}).decode()
 
 
-def theta_requests(rng: random.Random) -> list[str]:
-    """Quote streams for 1-5 contracts of the pool, with unique, increasing ids."""
-    base = rng.randrange(1_000_000)
+def theta_quote_streams(streams: list[tuple[int, int, str]], first_id: int) -> list[str]:
+    """Theta STREAM requests for SPY quotes of (expiration, strike, right), ids from `first_id`."""
     return [
         orjson.dumps(
             {
@@ -168,7 +163,7 @@ def theta_requests(rng: random.Random) -> list[str]:
                 "sec_type": "OPTION",
                 "req_type": "QUOTE",
                 "add": True,
-                "id": base + n,
+                "id": first_id + n,
                 "contract": {
                     "root": "SPY",
                     "expiration": expiration,
@@ -177,12 +172,12 @@ def theta_requests(rng: random.Random) -> list[str]:
                 },
             }
         ).decode()
-        for n, (expiration, strike, right) in enumerate(rng.sample(THETA_POOL, rng.randint(1, 5)))
+        for n, (expiration, strike, right) in enumerate(streams)
     ]
 
 
-def amberdata_requests(rng: random.Random) -> list[str]:
-    """Order-book snapshots of 1-5 instruments of the pool."""
+def amberdata_snapshots(instruments: list[str]) -> list[str]:
+    """Amberdata subscriptions to these instruments' order-book snapshots."""
     return [
         orjson.dumps(
             {
@@ -195,8 +190,25 @@ def amberdata_requests(rng: random.Random) -> list[str]:
                 ],
             }
         ).decode()
-        for n, instrument in enumerate(rng.sample(AMBERDATA_POOL, rng.randint(1, 5)))
+        for n, instrument in enumerate(instruments)
     ]
+
+
+def massive_requests(slot: int, rng: random.Random) -> tuple[str, str]:
+    """(auth, subscribe): Q and T for 1-10 contracts of the pool."""
+    auth = orjson.dumps({"action": "auth", "params": f"soak-{slot}"}).decode()
+    return auth, massive_subscribe(rng.sample(MASSIVE_POOL, rng.randint(1, 10)))
+
+
+def theta_requests(rng: random.Random) -> list[str]:
+    """Quote streams for 1-5 contracts of the pool, with unique, increasing ids."""
+    base = rng.randrange(1_000_000)
+    return theta_quote_streams(rng.sample(THETA_POOL, rng.randint(1, 5)), base)
+
+
+def amberdata_requests(rng: random.Random) -> list[str]:
+    """Order-book snapshots of 1-5 instruments of the pool."""
+    return amberdata_snapshots(rng.sample(AMBERDATA_POOL, rng.randint(1, 5)))
 
 
 async def massive_visit(url: str, slot: int, rng: random.Random) -> ClientConnection:

@@ -260,37 +260,10 @@ def _rolled_requests(vendor: str, slot: int) -> list[str]:
     """Subscriptions to this slot's own three contracts (Massive: without the auth)."""
     strikes = [100 + 3 * slot + n for n in range(3)]
     if vendor == "massive":
-        params = ",".join(f"{ch}.O:SPY250620C{k * 1000:08d}" for k in strikes for ch in "QT")
-        return [orjson.dumps({"action": "subscribe", "params": params}).decode()]
+        return [soak.massive_subscribe([f"O:SPY250620C{k * 1000:08d}" for k in strikes])]
     if vendor == "theta":
-        contract = {"root": "SPY", "expiration": 20250620, "right": "C"}
-        return [
-            orjson.dumps(
-                {
-                    "msg_type": "STREAM",
-                    "sec_type": "OPTION",
-                    "req_type": "QUOTE",
-                    "add": True,
-                    "id": 3 * slot + n,
-                    "contract": {**contract, "strike": k * 1000},
-                }
-            ).decode()
-            for n, k in enumerate(strikes)
-        ]
-    return [
-        orjson.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": n + 1,
-                "method": "subscribe",
-                "params": [
-                    "market:options:order:snapshots",
-                    {"instrument": f"BTC-27JUN25-{k * 1000}-C", "exchange": "deribit"},
-                ],
-            }
-        ).decode()
-        for n, k in enumerate(strikes)
-    ]
+        return soak.theta_quote_streams([(20250620, k * 1000, "C") for k in strikes], 3 * slot)
+    return soak.amberdata_snapshots([f"BTC-27JUN25-{k * 1000}-C" for k in strikes])
 
 
 DATA = {"massive": b'"ev":"Q"', "theta": b'"type":"QUOTE"', "amberdata": b'"bids"'}
