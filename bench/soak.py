@@ -7,7 +7,9 @@ split over the vendors: Massive and Amberdata each get their own API key per cli
 allows one connection per key); Theta gets a few, because the terminal takes one client at a
 time (a newcomer drops the one before, which is churn too). The contract pool is fixed, so the
 set of contracts the market simulates stops growing after warm-up: what grows after that is a
-leak, not new work.
+leak, not new work. Beside them a rolling client, 2 s after the last one left, names 20 contracts
+nobody named before (`roll`): the market ends their lives a minute later and the vendors let go,
+as they must for a feed handler rolling through strikes for days (a few hundred bytes stay).
 
 The server's RSS (`VmRSS` of /proc/PID/status) and open file descriptors are sampled every few
 seconds. After the warm-up (the first third of the run, at least 30 s), the rest of the run is
@@ -235,6 +237,37 @@ async def amberdata_visit(url: str, slot: int, rng: random.Random) -> ClientConn
     return ws
 
 
+# One more client comes ROLL_EVERY seconds after the last one left and names ROLL_CONTRACTS
+# contracts no client has named before (strikes counting up), as feed handlers do when
+# expirations and strikes roll: on a fixed pool no contract ever goes a minute unwanted, so the
+# market never ends a life and the vendors never let one go (a rolling `serve --rate` died within
+# two minutes on 2026-12-07). About 300 new contracts a minute: what is kept per contract ever
+# named (a few hundred bytes) stays far under the growth allowed.
+ROLL_EVERY = 2.0
+ROLL_CONTRACTS = 20
+
+
+def rolled_requests(vendor: str, n: int) -> list[str]:
+    """The n-th rolling client's subscriptions (Massive's without the auth)."""
+    strikes = range(1_000 + n * ROLL_CONTRACTS, 1_000 + (n + 1) * ROLL_CONTRACTS)
+    if vendor == "massive":
+        return [massive_subscribe([f"O:SPY250919C{k * 1000:08d}" for k in strikes])]
+    if vendor == "theta":
+        return theta_quote_streams([(20250919, k * 1000, "C") for k in strikes], 10_000_000 + n)
+    return amberdata_snapshots([f"BTC-26DEC25-{k * 100}-C" for k in strikes])
+
+
+async def rolling_visit(url: str, vendor: str, n: int) -> ClientConnection:
+    ws = await _connect(url, {"x-api-key": f"UAK-roll-{n}"} if vendor == "amberdata" else None)
+    if vendor == "massive":
+        await ws.recv()  # connected
+        await ws.send(orjson.dumps({"action": "auth", "params": f"roll-{n}"}).decode())
+        await ws.recv()  # auth_success
+    for request in rolled_requests(vendor, n):
+        await ws.send(request)
+    return ws
+
+
 Visit = Callable[[str, int, random.Random], "asyncio.Future[ClientConnection] | object"]
 VISITS = {"massive": massive_visit, "theta": theta_visit, "amberdata": amberdata_visit}
 
@@ -254,6 +287,7 @@ class Tally:
     visits: int = 0
     clean: int = 0
     dropped: int = 0
+    rolled: int = 0  # rolling clients' visits (`roll`), counted in `visits` too
     messages: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -287,6 +321,33 @@ async def churn(
             if vendor != "theta":
                 tally.failures.append(f"{vendor} slot {slot}: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.2)
+
+
+async def roll(urls: dict[str, str], until: float, tally: Tally, reading: float = 1.0) -> None:
+    """A rolling client every `ROLL_EVERY` s, the vendors in turn: subscribe, read, stop (Theta's
+    streams outlive the connection otherwise), leave."""
+    vendors = list(urls)
+    n = 0
+    while time.monotonic() < until:
+        vendor = vendors[n % len(vendors)]
+        try:
+            ws = await rolling_visit(urls[vendor], vendor, n)
+            try:
+                async with asyncio.timeout(reading):
+                    async for _ in ws:
+                        tally.messages += 1
+            except TimeoutError:
+                pass
+            if vendor == "theta":
+                await ws.send('{"msg_type":"STOP"}')
+            await ws.close()
+            tally.visits += 1
+            tally.rolled += 1
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            if vendor != "theta":  # (Theta's terminal drops a client when the next one comes)
+                tally.failures.append(f"{vendor} rolling client {n}: {type(exc).__name__}: {exc}")
+        n += 1
+        await asyncio.sleep(ROLL_EVERY)
 
 
 async def serving(urls: dict[str, str], timeout: float = 15.0) -> dict[str, bool]:
@@ -384,6 +445,7 @@ async def soak(
     tasks = [
         asyncio.create_task(churn(server.urls, slot, seed, until, tally)) for slot in range(clients)
     ]
+    tasks.append(asyncio.create_task(roll(server.urls, until, tally)))
     next_report = started + 60.0
     while time.monotonic() < until and server.alive():
         await asyncio.sleep(min(interval, max(0.0, until - time.monotonic())))
@@ -426,7 +488,8 @@ def report(result: SoakResult, out: Callable[[str], None] = print) -> None:
     fds = [s[2] for s in result.samples]
     t = result.tally
     out(
-        f"  {t.visits} visits ({t.clean} clean closes, {t.dropped} abrupt drops), "
+        f"  {t.visits} visits ({t.clean} clean closes, {t.dropped} abrupt drops, {t.rolled} "
+        f"rolling clients naming {t.rolled * ROLL_CONTRACTS:,} new contracts), "
         f"{t.messages:,} messages read, {len(t.failures)} failed visits"
     )
     for failure in t.failures[:5]:
