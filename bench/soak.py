@@ -292,6 +292,16 @@ class Tally:
     failures: list[str] = field(default_factory=list)
 
 
+async def read_for(ws: ClientConnection, seconds: float, tally: Tally) -> None:
+    """Read (and count) what comes for `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            async for _ in ws:
+                tally.messages += 1
+    except TimeoutError:
+        pass
+
+
 async def churn(
     urls: dict[str, str], slot: int, seed: int, until: float, tally: Tally, reading: float = 4.0
 ) -> None:
@@ -302,13 +312,7 @@ async def churn(
     while time.monotonic() < until:
         try:
             ws = await visit(urls[vendor], slot, rng)
-            stay = rng.uniform(0.2, reading)
-            try:
-                async with asyncio.timeout(stay):
-                    async for _ in ws:
-                        tally.messages += 1
-            except TimeoutError:
-                pass
+            await read_for(ws, rng.uniform(0.2, reading), tally)
             tally.visits += 1
             if rng.random() < 0.5:
                 tally.clean += 1
@@ -332,12 +336,7 @@ async def roll(urls: dict[str, str], until: float, tally: Tally, reading: float 
         vendor = vendors[n % len(vendors)]
         try:
             ws = await rolling_visit(urls[vendor], vendor, n)
-            try:
-                async with asyncio.timeout(reading):
-                    async for _ in ws:
-                        tally.messages += 1
-            except TimeoutError:
-                pass
+            await read_for(ws, reading, tally)
             if vendor == "theta":
                 await ws.send('{"msg_type":"STOP"}')
             await ws.close()

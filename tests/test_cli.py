@@ -41,6 +41,18 @@ def test_demo_runs_the_scenarios_and_the_chaos_search(tmp_path: Path) -> None:
     assert "\x1b[" not in text  # no colour codes: readable when piped
 
 
+def spawn(command: list[str]) -> subprocess.Popen[str]:
+    """A command in the project's directory, its output unbuffered and piped."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def _wait_for_lines(proc: subprocess.Popen[str], count: int) -> list[str]:
     assert proc.stdout is not None
     lines: list[str] = []
@@ -57,14 +69,7 @@ def _wait_for_lines(proc: subprocess.Popen[str], count: int) -> list[str]:
     reason="the Massive mock is not there yet",
 )
 def test_serve_prints_listening_lines_and_exits_0_on_sigterm() -> None:
-    proc = subprocess.Popen(
-        [*FEEDLAB, "serve", "all", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = spawn([*FEEDLAB, "serve", "all", "--port", "0"])
     try:
         lines = _wait_for_lines(proc, 3)
         assert [line.split()[0] for line in lines] == ["massive", "theta", "amberdata"]

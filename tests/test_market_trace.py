@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -13,20 +12,15 @@ import orjson
 import trio
 import trio_websocket
 
-from tests.test_cli import ROOT, _wait_for_lines
+from tests.test_cli import ROOT, _wait_for_lines, spawn
 
 TRACE = [sys.executable, str(ROOT / "bench" / "market_trace.py")]
 
 
 def test_a_recorded_serve_replays_the_same_events(tmp_path: Path) -> None:
     trace = tmp_path / "market.trace"
-    proc = subprocess.Popen(
-        [*TRACE, "record", str(trace), "--", "serve", "massive", "--port", "0", "--rate", "500"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = spawn(
+        [*TRACE, "record", str(trace), "--", "serve", "massive", "--port", "0", "--rate", "500"]
     )
     try:
         url = _wait_for_lines(proc, 1)[0].split()[-1]
