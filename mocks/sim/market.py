@@ -324,7 +324,7 @@ class MarketSim:
         """
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
-        self._end_lives_before(rel)
+        self._end_lives(rel)
         state = self._contracts.get(contract)
         if state is not None:
             ends = self._releases.pop(contract, None)
@@ -402,7 +402,7 @@ class MarketSim:
         (under `total_rate`, until the next rate grid point). Bursts that overlap multiply."""
         start = self.now if at is None else max(at, self.now)
         rel = round(start * _NS)
-        self._end_lives_before(rel)
+        self._end_lives(rel)
         ends = round((start + duration) * _NS)
         self._bursts = [b for b in self._bursts if b[1] > self._consumed]
         self._bursts.append((rel, ends, factor))
@@ -460,16 +460,10 @@ class MarketSim:
         new life has already made."""
         self._forget_listeners.append(listener)
 
-    def _end_lives_before(self, rel: int) -> None:
-        """A watch or a burst at `rel`, which may be ahead of `advance` (the market actor's
-        now): the lives that end by then end first, as `advance` would have ended them, so that
-        it finds the rates as they are at `rel` (the rate scale counts who is watched then)."""
-        order = self._release_order
-        if order and order[0][0] <= rel:
-            self._end_lives(rel)
-
     def _end_lives(self, until_rel: int) -> None:
-        """End the lives due to end by `until_rel` (`unwatch`), in order."""
+        """End the lives due to end by `until_rel` (`unwatch`), in order: in `advance`, and
+        before a watch or a burst, which may come ahead of `advance` (the market actor's now)
+        and must find the rates as they are at its time (the scale counts who is watched then)."""
         order, releases = self._release_order, self._releases
         while order and order[0][0] <= until_rel:
             ends, contract = order.popleft()
@@ -490,19 +484,19 @@ class MarketSim:
         for listener in self._forget_listeners:
             listener(contract)
 
-    def _stopped(self, state: ContractProcess) -> bool:
-        """Nothing more to make before its stop (`unwatch`)."""
+    def _parked(self, state: ContractProcess) -> bool:
+        """A contract that has made everything before its stop (`unwatch`) leaves the queue:
+        until it is watched again within its grace (`watch`), or for good once its life has
+        ended. True if it did."""
         stop = state.stop_at
-        return stop is not None and min(state.tq, state.tt) >= stop
-
-    def _park(self, state: ContractProcess) -> None:
-        """A contract that has made everything before its stop leaves the queue: until it is
-        watched again within its grace (`watch`), or for good once its life has ended."""
+        if stop is None or min(state.tq, state.tt) < stop:
+            return False
         self._ran.pop(state, None)
         if self._contracts.get(state.contract) is state:
             state.parked = True
         else:
             self._dropped.append(state)
+        return True
 
     def _forget_dropped(self) -> None:
         """Ended lives whose events have all been returned are let go: out of `_retiring`,
@@ -638,8 +632,7 @@ class MarketSim:
     def advance(self, until: float) -> list[Event]:
         """Every event due after the previous call and at or before `until`, in time order."""
         until_rel = round(until * _NS)
-        if self._release_order and self._release_order[0][0] <= until_rel:
-            self._end_lives(until_rel)
+        self._end_lives(until_rel)
         if self._dirty:
             self._rebuild()
         # An event at float time t (ns since the start) has ts_ns start + floor(t): it is due
@@ -731,18 +724,16 @@ class MarketSim:
         end_f = float(end)
         due: list[ContractProcess] = []
         for state in previous:
-            if self._stopped(state):
-                self._park(state)
-            elif state.tq < end_f or state.tt < end_f:
+            if self._parked(state):
+                continue
+            if state.tq < end_f or state.tt < end_f:
                 due.append(state)
             else:
                 self._enqueue(state)
         queue = self._queue
         while queue and queue[0][0] < end_f:
             state = heappop(queue)[3]
-            if self._stopped(state):
-                self._park(state)
-            else:
+            if not self._parked(state):
                 due.append(state)
         due.sort(key=_key_order)
         ran = self._ran
@@ -787,8 +778,7 @@ class MarketSim:
         with _gc_paused():
             while queue and queue[0][0] < limit:
                 state = heappop(queue)[3]
-                if self._stopped(state):
-                    self._park(state)
+                if self._parked(state):
                     continue
                 self._run(state, self._horizon(state))
                 ran[state] = None
