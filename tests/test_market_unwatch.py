@@ -291,6 +291,22 @@ def test_a_market_nobody_watches_does_nothing() -> None:
     assert all(type(last) is int for _, last, _ in sim._retired.values())
 
 
+def test_clients_coming_and_going_leave_no_trail_of_releases() -> None:
+    """Each unwatch of a contract watched again within its grace leaves its release behind until
+    its time: the market keeps at most about two per contract let go, not one per unwatch."""
+    sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=500.0, forget_after=60.0))
+    pool = CHAIN[:20]
+    t = 0.0
+    for step in range(20_000):  # 200 s of 100 visits a second over 20 contracts
+        t += 0.01
+        contract = pool[step % len(pool)]
+        sim.watch(contract, at=t)
+        sim.unwatch(contract, at=t + 0.005)
+        if step % 10 == 0:
+            sim.advance(t)
+    assert len(sim._release_order) <= 2 * len(pool) + 64  # (20,000 unwatches, 6,000 a minute)
+
+
 def test_total_rate_goes_back_to_the_contracts_still_watched() -> None:
     """A client that watched 200 contracts leaves; the 10 left share all of `total_rate` (they
     had a twentieth of it while the others were counted)."""
