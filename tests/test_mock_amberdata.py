@@ -801,8 +801,12 @@ def test_strict_market_acknowledges_an_expired_contract_and_sends_nothing() -> N
     h.server = create_server(h.hub, h.market)
     session, _ = h.connect()
     h.subscribe(session, SNAPSHOTS, "BTC-24JUN22-15000-P")
+    h.subscribe(session, TRADES, "BTC-24JUN22-15000-P")
     h.run(5.0)
     assert h.pushes(session) == []
+    # Nor does the exchange side keep an instrument for it (10-50 KB, never forgotten: the
+    # market never watches it, so never ends its life).
+    assert h.server.instruments == {}
 
 
 def test_slow_consumer_is_closed() -> None:

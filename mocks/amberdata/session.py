@@ -257,14 +257,14 @@ class AmberdataSession:
         if stream in PERIODIC:
             sub.due = now + self.server.settings.first_push_delay
         self.subscriptions[sub_id] = sub
-        subs = self._by_contract.setdefault(contract, [])
-        if not subs:
-            self.server.hub.want(self.info.conn_id, contract)
-        subs.append(sub)
-        inst = self.server.instrument(contract, now)
-        mark = self.server.market.mark(contract)
-        if mark is not None:
-            inst.prime(mark)
+        self._by_contract.setdefault(contract, []).append(sub)
+        if self.server.hub.want(self.info.conn_id, contract):  # (idempotent)
+            inst = self.server.instrument(contract, now)
+            mark = self.server.market.mark(contract)
+            if mark is not None:
+                inst.prime(mark)
+        # else the market never produces it (`--strict`, expired): acknowledged, and no
+        # instrument, which nothing would ever forget.
         return wire.result_reply(request_id, sub_id)
 
     def _target(
