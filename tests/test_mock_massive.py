@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from typing import Any
@@ -596,6 +597,29 @@ def test_no_bar_for_a_window_without_trades_and_day_totals_accumulate() -> None:
     assert [(m["ev"], m["v"], m["av"], m["o"], m["c"], m["e"] - m["s"]) for m in out] == [
         ("AM", 4, 4, 2.0, 3.0, 60_000)
     ]
+
+
+def test_a_connection_held_for_days_keeps_nothing_of_the_contracts_it_rolled_past() -> None:
+    """A feed handler keeps its one connection (one per key) for days, rolling through strikes:
+    the day's totals go at the next day, a contract's symbol when it is no longer subscribed."""
+    rig = Rig()
+    session = rig.authed()
+    day_ns = 86_400 * 1_000_000_000
+    for day in range(3):
+        strikes = [600_000 + 5_000 * (10 * day + k) for k in range(10)]
+        contracts = [dataclasses.replace(CONTRACT, strike_milli=k) for k in strikes]
+        symbols = ",".join(f"A.{format_occ(c)}" for c in contracts)
+        now = day * 86_400.0
+        session.received(sub(symbols), now)
+        trades = [
+            OptionTrade(T0_NS + day * day_ns + 1_000_000 * i, c, 2.0, 1, "XCBO", (), i + 1)
+            for i, c in enumerate(contracts)
+        ]
+        assert messages(session.publish(trades, now + 0.5)) == []
+        assert messages(session.tick(now + 1.2))  # their bars
+        session.received(sub(symbols, "unsubscribe"), now + 2.0)
+    assert set(session._day._days) == set(contracts)  # the last day's only
+    assert session._symbols == {}
 
 
 def test_aggregates_from_the_simulated_market_are_consistent() -> None:

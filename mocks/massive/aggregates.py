@@ -49,9 +49,15 @@ class DayTotals:
 
     def __init__(self) -> None:
         self._days: dict[OptionContract, _Day] = {}
+        self._date = 0  # the latest day traded
 
     def add(self, trade: OptionTrade) -> _Day:
         date, _ = eastern_date_and_ms(trade.ts_ns)
+        if date > self._date:
+            # A new day: yesterday's totals are over. (A connection held for days while its
+            # client rolls through strikes kept one per contract it ever saw trade.)
+            self._days = {c: d for c, d in self._days.items() if d.date >= date}
+            self._date = date
         day = self._days.get(trade.contract)
         if day is None or day.date != date:
             day = self._days[trade.contract] = _Day(date, trade.price)

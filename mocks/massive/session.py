@@ -309,6 +309,7 @@ class MassiveSession:
             hub.want(self.conn_id, contract)
         for contract in sorted(self._wanted - needed):
             hub.unwant(self.conn_id, contract)
+            self._symbols.pop(contract, None)
         self._wanted = needed
         self.server.contracts_wanted(self, added)
 
