@@ -498,6 +498,25 @@ def test_stock_quotes_and_trades_follow_the_underlying_deterministically() -> No
     assert all(b == wire.signed32(a + 1) for a, b in itertools.pairwise(sequences))
 
 
+def test_the_terminal_keeps_the_day_ohlc_of_today_only() -> None:
+    """The day's OHLC outlives the contract's life (a client back must not see the day's volume
+    go down), not the day: a terminal left running keeps none from yesterday."""
+    rig = Rig()
+    session = rig.connect()
+    first = dt.datetime(2025, 3, 14, 10, 0, tzinfo=EASTERN)
+    for day in range(3):
+        ns = int((first + dt.timedelta(days=day)).timestamp()) * 10**9
+        contracts = [
+            OptionContract("SPY", dt.date(2025, 6, 20), 500_000 + 1_000 * (10 * day + k), "C")
+            for k in range(10)
+        ]
+        session.publish(
+            [OptionTrade(ns + i, c, 2.0, 1, "CBOE", (), i + 1) for i, c in enumerate(contracts)],
+            day * 86_400.0,
+        )
+    assert set(rig.terminal._option_ohlc) == set(contracts)
+
+
 def test_full_trade_stream_brackets_each_trade_with_quote_ohlc_and_two_quotes() -> None:
     rig = Rig(
         MarketSettings(seed=9, activity=20.0),

@@ -191,6 +191,7 @@ class ThetaTerminal:
         self._quote_prefixes: dict[OptionContract, tuple[str, bytes]] = {}
         self._date_and_ms = _EasternDay()
         self._option_ohlc: dict[OptionContract, _Ohlc] = {}
+        self._ohlc_date = 0  # the latest day an option traded
         self._index_ohlc: dict[str, _Ohlc] = {}
         self._index_last_sent: dict[str, float] = {}
         self._stocks: dict[str, _StockBook] = {}
@@ -198,8 +199,8 @@ class ThetaTerminal:
 
     def _forget_contract(self, contract: OptionContract) -> None:
         """The market ended the contract's life (nobody wanted it for a while, `serve`): its
-        quote state goes. Its day's OHLC stays (a few hundred bytes): the day has not ended, and
-        a client back on it must not see the day's volume go down."""
+        quote state goes. Its day's OHLC stays until the next day (a few hundred bytes): a client
+        back on it must not see the day's volume go down."""
         self._last_quote.pop(contract, None)
         self._quotes_owed.pop(contract, None)
         self._option_streams.pop(contract, None)
@@ -522,6 +523,11 @@ class ThetaTerminal:
     def _option_trade(self, trade: OptionTrade, bulk: bool, out: list[Action]) -> None:
         contract = trade.contract
         date, ms = self._date_and_ms(trade.ts_ns)
+        if date > self._ohlc_date:
+            # A new day: yesterday's OHLC would start over at the next trade anyway, and those
+            # of contracts long forgotten would stay for good.
+            self._option_ohlc = {c: o for c, o in self._option_ohlc.items() if o.date >= date}
+            self._ohlc_date = date
         ohlc = self._option_ohlc.get(contract)
         if ohlc is None:
             ohlc = self._option_ohlc[contract] = _Ohlc(
