@@ -288,7 +288,30 @@ def test_a_market_nobody_watches_does_nothing() -> None:
     assert (sim.work.runs, sim.work.events) == work
     # and it holds nothing of them but their last sequence numbers
     assert not sim._retiring and not sim._contracts
-    assert all(type(last) is int for _, last, _ in sim._retired.values())
+    assert all(type(record[1]) is int for record in sim._retired.values())
+
+
+def test_a_day_after_its_life_ended_a_contract_is_as_if_never_named() -> None:
+    """What the market remembers of a contract let go (its lives, its last sequence number)
+    lasts a day: a server left running while clients roll through strikes keeps nothing of
+    each one for good. Named again then, it streams as a contract named for the first time."""
+    later = 86_400.0 + 100.0
+    sim = MarketSim(MarketSettings(seed=3, start=START, total_rate=500.0, forget_after=0.0))
+    for contract in CHAIN[:10]:
+        sim.watch(contract)
+    sim.advance(30.0)
+    for contract in CHAIN[:10]:
+        sim.unwatch(contract)
+    sim.advance(86_400.0)  # a day after the lives ended, less 30 s
+    assert len(sim._retired) == 10
+    sim.advance(later)
+    assert sim._retired == {} and not sim._retired_order
+    fresh = MarketSim(MarketSettings(seed=3, start=START, total_rate=500.0, forget_after=0.0))
+    fresh.advance(later)
+    for market in (sim, fresh):
+        assert market.watch(CHAIN[0], at=later)
+    events = sim.advance(later + 60.0)
+    assert of(events, CHAIN[0]) and digest(events) == digest(fresh.advance(later + 60.0))
 
 
 def test_clients_coming_and_going_leave_no_trail_of_releases() -> None:

@@ -61,6 +61,7 @@ grid point, as a watch's would; watched after it, it is a new process from that 
 words of its own, whose first run numbers on from where the last life stopped (which has made
 everything before its end by then: its events come due first). Whoever keeps state per
 contract beside the market (the vendors' servers) hears of each end (`on_forget`) and lets go too.
+A day after its last life ended, the market forgets the contract too (`RETIRED_FOR`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ from mocks.sim.quoting import CONSECUTIVE_STEPS, SEQUENCE_STEPS, ContractProcess
 from mocks.sim.rng import derive_rng, derive_seed
 
 _NS = 1_000_000_000
+# How long the market remembers a contract after its last life ended (ns): its lives and last
+# sequence number, so that a new life draws words of its own and numbers on. After it, a new
+# life starts as the first one did (sequence numbers reset, as the vendors' do every day).
+RETIRED_FOR = 86_400 * _NS
 
 # Chunk sizing: enough market time that each contract makes a few dozen events in it (a run's
 # setup, and its state coming into the CPU cache, cost about as much as two events).
@@ -247,15 +252,17 @@ class MarketSim:
         self._sessions = _Sessions(self._start_ns, self.settings.start)
         self._contracts: dict[OptionContract, ContractProcess] = {}
         # Unwatched contracts (`unwatch`): (lives ended, the last life's last sequence number, or
-        # the life itself until that is final, zombie end), so that one watched again draws
-        # words of its own and numbers its events on. `_retiring`: by key,
+        # the life itself until that is final, zombie end, when the life ended), so that one
+        # watched again draws words of its own and numbers its events on; for a day
+        # (`RETIRED_FOR`, in `_retired_order`), then it is as if never named. `_retiring`: by key,
         # the ended lives whose events may still wait to be returned (`_time_of` finds them
         # there), until they have made all and are forgotten (`_dropped`, once returned).
         # `_releases`: when each unwanted contract's life ends (ns since the start), and
         # `_release_order` the same in time order (an entry not in `_releases`: watched again).
         self._releases: dict[OptionContract, int] = {}
         self._release_order: deque[tuple[int, OptionContract]] = deque()
-        self._retired: dict[OptionContract, tuple[int, ContractProcess | int, int]] = {}
+        self._retired: dict[OptionContract, tuple[int, ContractProcess | int, int, int]] = {}
+        self._retired_order: deque[tuple[int, OptionContract]] = deque()
         self._retiring: dict[str, list[ContractProcess]] = {}
         self._dropped: list[ContractProcess] = []
         self._forget_listeners: list[Callable[[OptionContract], None]] = []
@@ -350,7 +357,7 @@ class MarketSim:
         zombie_end_ns = 0
         if expiry_ns <= start_ns:
             zombie_end_ns = start_ns + int(rng.uniform(14, 90) * 86_400 * _NS)
-        lives, last, last_zombie_end_ns = self._retired.get(contract, (0, 0, 0))
+        lives, last, last_zombie_end_ns, _ = self._retired.get(contract, (0, 0, 0, 0))
         if lives:
             name = f"{name}#{lives}"
             rng = derive_rng(self.settings.seed, name)
@@ -476,14 +483,28 @@ class MarketSim:
             if releases.get(contract) == ends:  # (not watched again since)
                 del releases[contract]
                 self._end_life(contract, ends)
+        # A day after its last life ended, a contract is as if never named: a server left
+        # running while clients roll through strikes for weeks keeps nothing of each one.
+        retired, order = self._retired, self._retired_order
+        while order and order[0][0] <= until_rel - RETIRED_FOR:
+            ended, contract = order.popleft()
+            record = retired.get(contract)
+            if (
+                record is not None
+                and record[3] == ended  # (no life since)
+                and type(record[1]) is int  # (its events all returned: surely, a day on)
+                and contract not in self._contracts
+            ):
+                del retired[contract]
 
     def _end_life(self, contract: OptionContract, rel: int) -> None:
         """The contract's life ends at `rel` (not yet returned by `advance`): it runs up to
         there and no further."""
         state = self._contracts.pop(contract)
         self._count_rates(state, rel, -1.0)
-        lives = self._retired.get(contract, (0, 0, 0))[0] + 1
-        self._retired[contract] = (lives, state, state.zombie_end_ns)
+        lives = self._retired.get(contract, (0, 0, 0, 0))[0] + 1
+        self._retired[contract] = (lives, state, state.zombie_end_ns, rel)
+        self._retired_order.append((rel, contract))
         self._retiring.setdefault(contract.key, []).append(state)
         if state.parked:
             self._dropped.append(state)
@@ -520,7 +541,7 @@ class MarketSim:
                     del self._retiring[contract.key]
             record = self._retired.get(contract)
             if record is not None and record[1] is state:
-                self._retired[contract] = (record[0], _last_sequence(state), record[2])
+                self._retired[contract] = (record[0], _last_sequence(state), *record[2:])
         self._dropped = kept
 
     def is_watched(self, contract: OptionContract) -> bool:
