@@ -9,7 +9,8 @@ time (a newcomer drops the one before, which is churn too). The contract pool is
 set of contracts the market simulates stops growing after warm-up: what grows after that is a
 leak, not new work. Beside them a rolling client, 2 s after the last one left, names 20 contracts
 nobody named before (`roll`): the market ends their lives a minute later and the vendors let go,
-as they must for a feed handler rolling through strikes for days (a few hundred bytes stay).
+as they must for a feed handler rolling through strikes for days (a few hundred bytes stay, for
+a day).
 
 The server's RSS (`VmRSS` of /proc/PID/status) and open file descriptors are sampled every few
 seconds. After the warm-up (the first third of the run, at least 30 s), the rest of the run is

@@ -251,8 +251,8 @@ def test_soak_verdict_tells_a_high_water_step_from_a_leak() -> None:
 
 FORGET_AFTER = 2.0  # market seconds (`serve` uses a minute: mocks.serve.FORGET_AFTER)
 ROLLED = 60  # visits, each naming three contracts no other visit names
-# What a vendor keeps per contract on purpose after its life ends (Theta's day OHLC: a client back
-# on the contract must not see the day's volume go down).
+# What a vendor keeps per contract on purpose after its life ends, until the day ends (Theta's day
+# OHLC: a client back on the contract must not see the day's volume go down).
 KEPT_PER_CONTRACT = {"_option_ohlc"}
 
 
