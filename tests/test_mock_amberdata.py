@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 import json
 import math
+import random
 import uuid
 from typing import Any
 
@@ -807,6 +808,43 @@ def test_strict_market_acknowledges_an_expired_contract_and_sends_nothing() -> N
     # Nor does the exchange side keep an instrument for it (10-50 KB, never forgotten: the
     # market never watches it, so never ends its life).
     assert h.server.instruments == {}
+
+
+def test_the_next_deadline_follows_every_subscribe_push_bar_and_unsubscribe() -> None:
+    """`next_deadline` is worked out again only when something may have moved it: whatever a
+    client does, it is what a look at every subscription says."""
+
+    def every_subscription(session: AmberdataSession) -> float | None:
+        ends = [
+            sub.due if sub.due is not None else session._bar_end(sub.bar)
+            for sub in session.subscriptions.values()
+            if sub.due is not None or sub.bar is not None
+        ]
+        return min(ends, default=None)
+
+    rng = random.Random(5)
+    h = Harness()
+    session, _ = h.connect()
+    strikes = [f"BTC-28MAR25-{k}-C" for k in range(50_000, 70_000, 2_500)]
+    bars_only, _ = h.connect()  # nothing periodic: only a trade opens a deadline
+    for strike in strikes:
+        h.subscribe(bars_only, OHLCV, strike)
+    streams = [SNAPSHOTS, TICKERS, TRADES, OHLCV, OPEN_INTERESTS]
+    bars = 0
+    for _ in range(600):
+        action, client = rng.random(), rng.choice([session, bars_only])
+        if action < 0.3:
+            stream = rng.choice(streams) if client is session else OHLCV
+            h.subscribe(client, stream, rng.choice(strikes))
+        elif action < 0.5 and client.subscriptions:
+            sub_id = rng.choice(list(client.subscriptions))
+            h.send(client, {"jsonrpc": "2.0", "id": 2, "method": "unsubscribe", "params": [sub_id]})
+        else:  # (long steps: a trade of the next minute closes a bar before its tick does)
+            h.run(h.now + rng.choice([0.05, 0.5, 3.0, 20.0, 90.0]), rng.choice([0.05, 5.0, 30.0]))
+        bars += any(sub.bar is not None for sub in session.subscriptions.values())
+        assert session.next_deadline() == every_subscription(session)
+        assert bars_only.next_deadline() == every_subscription(bars_only)
+    assert bars and h.pushes(session) and h.pushes(bars_only)
 
 
 def test_slow_consumer_is_closed() -> None:

@@ -102,6 +102,14 @@ class AmberdataSession:
         self._ids = derive_rng(server.seed, f"amberdata:subscription-ids:{info.conn_id}")
         self._order = 0
         self._done = False
+        # The earliest push due (`next_deadline`, asked after every step of the connection):
+        # lowered by a new subscription or bar, worked out again over every subscription only
+        # after a push or an unsubscription that may have moved it later (1,000 subscriptions
+        # on one connection, subscribed one message each, made that a million looks). A bar
+        # closed by a trade of the next minute leaves it early: the tick it brings (at once,
+        # the bar's end has passed) finds nothing due and works it out again.
+        self._deadline: float | None = None
+        self._deadline_stale = False
         self.requests = RequestRate(server.settings.request_limit, info.opened_at)
 
     # -- Session ---------------------------------------------------------------------------------
@@ -150,12 +158,12 @@ class AmberdataSession:
     def tick(self, now: float) -> list[Action]:
         if self._done:
             return []
+        self._deadline_stale = True
         due: list[tuple[float, int, Subscription]] = []
         for sub in self.subscriptions.values():
-            if sub.due is not None and sub.due <= now:
-                due.append((sub.due, sub.order, sub))
-            elif sub.bar is not None and self._bar_end(sub.bar) <= now:
-                due.append((self._bar_end(sub.bar), sub.order, sub))
+            when = self._due(sub)
+            if when is not None and when <= now:
+                due.append((when, sub.order, sub))
         out: list[Action] = []
         for when, _, sub in sorted(due, key=lambda d: (d[0], d[1])):
             if sub.stream == OHLCV:
@@ -167,13 +175,21 @@ class AmberdataSession:
     def next_deadline(self) -> float | None:
         if self._done:
             return None
-        deadline = math.inf
-        for sub in self.subscriptions.values():
-            if sub.due is not None:
-                deadline = min(deadline, sub.due)
-            elif sub.bar is not None:
-                deadline = min(deadline, self._bar_end(sub.bar))
-        return None if deadline == math.inf else deadline
+        if self._deadline_stale:
+            dues = [self._due(sub) for sub in self.subscriptions.values()]
+            self._deadline = min((d for d in dues if d is not None), default=None)
+            self._deadline_stale = False
+        return self._deadline
+
+    def _due(self, sub: Subscription) -> float | None:
+        """When the subscription's next push is due: a periodic one's, or its bar's end."""
+        if sub.due is not None:
+            return sub.due
+        return None if sub.bar is None else self._bar_end(sub.bar)
+
+    def _lower_deadline(self, when: float) -> None:
+        if not self._deadline_stale and (self._deadline is None or when < self._deadline):
+            self._deadline = when
 
     def overflowed(self, now: float) -> list[Action]:
         self._done = True
@@ -243,11 +259,12 @@ class AmberdataSession:
             contract, instrument, exchange = self._target(request_id, stream, options)
         except _Refused as refused:
             return refused.reply
-        for sub in self.subscriptions.values():
-            if (sub.stream, sub.contract, sub.exchange) == (stream, contract, exchange) and (
-                invented.DUPLICATE_SUBSCRIBE_RETURNS_EXISTING
-            ):
-                return wire.result_reply(request_id, sub.id)
+        if invented.DUPLICATE_SUBSCRIBE_RETURNS_EXISTING:
+            # (The contract's own, not every subscription: a client subscribing 1,000 at once
+            # made that a million comparisons.)
+            for sub in self._by_contract.get(contract, ()):
+                if sub.stream == stream and sub.exchange == exchange:
+                    return wire.result_reply(request_id, sub.id)
         assert self.plan is not None
         if len(self.subscriptions) >= self.plan.subscriptions:
             return wire.vendor_error(request_id, SUBSCRIPTION_LIMIT)
@@ -256,6 +273,7 @@ class AmberdataSession:
         sub = Subscription(sub_id, stream, contract, instrument, exchange, self._order)
         if stream in PERIODIC:
             sub.due = now + self.server.settings.first_push_delay
+            self._lower_deadline(sub.due)
         self.subscriptions[sub_id] = sub
         self._by_contract.setdefault(contract, []).append(sub)
         if self.server.hub.want(self.info.conn_id, contract):  # (idempotent)
@@ -311,6 +329,8 @@ class AmberdataSession:
         sub = self.subscriptions.pop(params[0], None)
         if sub is None:
             return wire.result_reply(request_id, invented.UNKNOWN_UNSUBSCRIBE_RESULT)
+        if self._due(sub) == self._deadline:  # (it may be later now)
+            self._deadline_stale = True
         subs = self._by_contract[sub.contract]
         subs.remove(sub)
         if not subs:
@@ -372,6 +392,7 @@ class AmberdataSession:
                     out.extend(self._close_bar(sub))
                 if sub.bar is None:
                     sub.bar = Bar(minute, event.price, event.price, event.price, event.price, 0)
+                    self._lower_deadline(self._bar_end(sub.bar))
                 sub.bar.add(event.price, event.size)
         return out
 
