@@ -288,7 +288,7 @@ def test_a_market_nobody_watches_does_nothing() -> None:
     assert (sim.work.runs, sim.work.events) == work
     # and it holds nothing of them but their last sequence numbers
     assert not sim._retiring and not sim._contracts
-    assert all(type(record[1]) is int for record in sim._retired.values())
+    assert all(type(record.last) is int for record in sim._retired.values())
 
 
 def test_a_day_after_its_life_ended_a_contract_is_as_if_never_named() -> None:

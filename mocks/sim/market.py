@@ -189,6 +189,16 @@ class Mark(NamedTuple):
     value: float  # theoretical premium in the quote unit (USD, or fraction of F for crypto)
 
 
+class _Retired(NamedTuple):
+    """What the market keeps of a contract let go (`unwatch`), for a day (`RETIRED_FOR`)."""
+
+    lives: int  # lives ended so far
+    last: ContractProcess | int  # the last life's last sequence number (the life until final)
+    zombie_end_ns: int  # an expired contract's: when its data stops, whatever its lives
+    ended: int  # when the last life ended (ns since the start)
+
+
+_NEVER_RETIRED = _Retired(0, 0, 0, 0)
 _key_order = attrgetter("key_order")
 
 
@@ -251,17 +261,16 @@ class MarketSim:
         self._start_ns = self.clock.start_ns
         self._sessions = _Sessions(self._start_ns, self.settings.start)
         self._contracts: dict[OptionContract, ContractProcess] = {}
-        # Unwatched contracts (`unwatch`): (lives ended, the last life's last sequence number, or
-        # the life itself until that is final, zombie end, when the life ended), so that one
-        # watched again draws words of its own and numbers its events on; for a day
-        # (`RETIRED_FOR`, in `_retired_order`), then it is as if never named. `_retiring`: by key,
+        # Unwatched contracts (`unwatch`), so that one watched again draws words of its own and
+        # numbers its events on; for a day (`RETIRED_FOR`, in `_retired_order` by when their
+        # last life ended), then it is as if never named. `_retiring`: by key,
         # the ended lives whose events may still wait to be returned (`_time_of` finds them
         # there), until they have made all and are forgotten (`_dropped`, once returned).
         # `_releases`: when each unwanted contract's life ends (ns since the start), and
         # `_release_order` the same in time order (an entry not in `_releases`: watched again).
         self._releases: dict[OptionContract, int] = {}
         self._release_order: deque[tuple[int, OptionContract]] = deque()
-        self._retired: dict[OptionContract, tuple[int, ContractProcess | int, int, int]] = {}
+        self._retired: dict[OptionContract, _Retired] = {}
         self._retired_order: deque[tuple[int, OptionContract]] = deque()
         self._retiring: dict[str, list[ContractProcess]] = {}
         self._dropped: list[ContractProcess] = []
@@ -357,7 +366,7 @@ class MarketSim:
         zombie_end_ns = 0
         if expiry_ns <= start_ns:
             zombie_end_ns = start_ns + int(rng.uniform(14, 90) * 86_400 * _NS)
-        lives, last, last_zombie_end_ns, _ = self._retired.get(contract, (0, 0, 0, 0))
+        lives, last, last_zombie_end_ns, _ = self._retired.get(contract, _NEVER_RETIRED)
         if lives:
             name = f"{name}#{lives}"
             rng = derive_rng(self.settings.seed, name)
@@ -474,9 +483,10 @@ class MarketSim:
         self._forget_listeners.append(listener)
 
     def _end_lives(self, until_rel: int) -> None:
-        """End the lives due to end by `until_rel` (`unwatch`), in order: in `advance`, and
-        before a watch or a burst, which may come ahead of `advance` (the market actor's now)
-        and must find the rates as they are at its time (the scale counts who is watched then)."""
+        """End the lives due to end by `until_rel` (`unwatch`), in order, and forget the
+        contracts let go a day before: in `advance`, and before a watch or a burst, which may
+        come ahead of `advance` (the market actor's now) and must find the rates as they are at
+        its time (the scale counts who is watched then)."""
         order, releases = self._release_order, self._releases
         while order and order[0][0] <= until_rel:
             ends, contract = order.popleft()
@@ -491,8 +501,8 @@ class MarketSim:
             record = retired.get(contract)
             if (
                 record is not None
-                and record[3] == ended  # (no life since)
-                and type(record[1]) is int  # (its events all returned: surely, a day on)
+                and record.ended == ended  # (no life since)
+                and type(record.last) is int  # (its events all returned: surely, a day on)
                 and contract not in self._contracts
             ):
                 del retired[contract]
@@ -502,8 +512,8 @@ class MarketSim:
         there and no further."""
         state = self._contracts.pop(contract)
         self._count_rates(state, rel, -1.0)
-        lives = self._retired.get(contract, (0, 0, 0, 0))[0] + 1
-        self._retired[contract] = (lives, state, state.zombie_end_ns, rel)
+        lives = self._retired.get(contract, _NEVER_RETIRED).lives + 1
+        self._retired[contract] = _Retired(lives, state, state.zombie_end_ns, rel)
         self._retired_order.append((rel, contract))
         self._retiring.setdefault(contract.key, []).append(state)
         if state.parked:
@@ -540,8 +550,8 @@ class MarketSim:
                 if not lives:
                     del self._retiring[contract.key]
             record = self._retired.get(contract)
-            if record is not None and record[1] is state:
-                self._retired[contract] = (record[0], _last_sequence(state), *record[2:])
+            if record is not None and record.last is state:
+                self._retired[contract] = record._replace(last=_last_sequence(state))
         self._dropped = kept
 
     def is_watched(self, contract: OptionContract) -> bool:
