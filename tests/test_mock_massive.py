@@ -829,6 +829,29 @@ def test_trade_wildcard_streams_the_universe_and_other_connections_contracts() -
     assert rig.hub.contracts_of(watcher.conn_id) == set()
 
 
+def test_trade_wildcard_lets_go_of_what_nobody_subscribes_to_any_more() -> None:
+    """`T.*` streams what other connections subscribe to while they do: held for days beside
+    clients rolling through strikes, it must not keep the market working on all they named."""
+    rig = Rig(market=MarketSettings(seed=3, start=START))
+    watcher = rig.authed("w")
+    watcher.received(sub("T.*"), 0.0)
+    universe = rig.hub.contracts_of(watcher.conn_id)
+    aapl = OptionContract("AAPL", dt.date(2025, 3, 21), 225_000, "C")
+    first, second = rig.authed("a"), rig.authed("b")
+    first.received(sub("Q.O:AAPL250321C00225000"), 1.0)
+    second.received(sub("T.O:AAPL250321C00225000"), 1.0)
+    assert aapl in rig.hub.contracts_of(watcher.conn_id)
+    first.received(sub("Q.O:AAPL250321C00225000", "unsubscribe"), 2.0)
+    assert aapl in rig.hub.contracts_of(watcher.conn_id)  # (the second still subscribes)
+    second.closed(3.0)
+    assert rig.hub.contracts_of(watcher.conn_id) == universe
+    # nor does it hold on to its universe's contracts when another lets go of one
+    spy = sorted(universe)[0]
+    first.received(sub(f"T.{format_occ(spy)}"), 4.0)
+    first.received(sub(f"T.{format_occ(spy)}", "unsubscribe"), 5.0)
+    assert rig.hub.contracts_of(watcher.conn_id) == universe
+
+
 def test_closing_releases_hub_interest() -> None:
     rig = Rig()
     session = rig.authed()

@@ -39,8 +39,9 @@ AGGREGATE_GRACE = 0.1
 REGULAR_CONDITIONS: list[int] = []
 
 # [inv] What `T.*` / `A.*` / `AM.*` stream: the market only simulates contracts someone watches,
-# so a wildcard covers every contract any connection of this server subscribed to, plus a small
-# default universe (near-the-money SPY and QQQ contracts of the next two Friday expirations).
+# so a wildcard covers every contract any connection of this server subscribes to, while one
+# does, plus a small default universe (near-the-money SPY and QQQ contracts of the next two
+# Friday expirations).
 WILDCARD_ROOTS = ("SPY", "QQQ")
 WILDCARD_EXPIRATIONS = 2
 WILDCARD_STRIKES_EACH_SIDE = 2

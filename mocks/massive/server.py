@@ -105,7 +105,7 @@ class MassiveServer:
         self.sessions.pop(session.conn_id, None)
 
     def contracts_wanted(self, by: MassiveSession, contracts: Iterable[OptionContract]) -> None:
-        """A wildcard streams every contract any connection here subscribed to."""
+        """A wildcard streams every contract any connection here subscribes to."""
         contracts = list(contracts)
         if not contracts:
             return
@@ -114,22 +114,42 @@ class MassiveServer:
                 for contract in contracts:
                     session.add_wildcard_contract(contract)
 
+    def contracts_unwanted(self, by: MassiveSession, contracts: set[OptionContract]) -> None:
+        """`by` let go of these: a wildcard stops streaming those no connection here subscribes
+        to any more, outside its universe. (Kept, a `T.*` held for days beside clients rolling
+        through strikes kept the market working on every contract they ever named.)"""
+        wildcards = [s for s in self.sessions.values() if s is not by and s.wildcards]
+        if not wildcards:
+            return
+        gone = contracts - self._subscribed(but=by) - set(self._universe())
+        for session in wildcards:
+            session.drop_wildcard_contracts(gone)
+
     def wildcard_contracts(self) -> list[OptionContract]:
         """What a new `T.*` starts with: the configured universe plus everything subscribed here."""
+        return sorted(self._subscribed() | set(self._universe()))
+
+    def _subscribed(self, but: MassiveSession | None = None) -> set[OptionContract]:
         out: set[OptionContract] = set()
         for session in self.sessions.values():
-            for symbols in session.subscriptions.values():
-                out.update(c for c in symbols.values() if c is not None)
+            if session is not but:
+                for symbols in session.subscriptions.values():
+                    out.update(c for c in symbols.values() if c is not None)
+        return out
+
+    def _universe(self) -> list[OptionContract]:
+        """What a wildcard streams whoever subscribes: `wildcard_contracts`, or by default
+        the near-the-money contracts of the next expirations."""
         configured = self.settings.wildcard_contracts
         if configured is None:
-            out.update(self._default_universe())
-        else:
-            for symbol in configured:
-                try:
-                    out.add(parse_occ(symbol))
-                except SymbolError:
-                    continue
-        return sorted(out)
+            return self._default_universe()
+        out = []
+        for symbol in configured:
+            try:
+                out.append(parse_occ(symbol))
+            except SymbolError:
+                continue
+        return out
 
     def _default_universe(self) -> list[OptionContract]:
         """[inv] Near-the-money contracts of the next Friday expirations (`invented.WILDCARD_*`)."""

@@ -205,7 +205,8 @@ class MassiveSession:
         self.state = _FINISHED
         for contract in self._wanted:
             self.server.hub.unwant(self.conn_id, contract)
-        self._wanted.clear()
+        wanted, self._wanted = self._wanted, set()
+        self.server.contracts_unwanted(self, wanted)
         self.server.forget(self)
 
     # -- orders from the server (faults, evictions) ------------------------------------------------
@@ -307,11 +308,20 @@ class MassiveSession:
         hub = self.server.hub
         for contract in sorted(needed - self._wanted):
             hub.want(self.conn_id, contract)
-        for contract in sorted(self._wanted - needed):
+        removed = self._wanted - needed
+        for contract in sorted(removed):
             hub.unwant(self.conn_id, contract)
             self._symbols.pop(contract, None)
         self._wanted = needed
         self.server.contracts_wanted(self, added)
+        if removed:
+            self.server.contracts_unwanted(self, removed)
+
+    def drop_wildcard_contracts(self, contracts: set[OptionContract]) -> None:
+        """Nobody else subscribes to these any more: `T.*` no longer covers them."""
+        if self._wildcard_contracts & contracts:
+            self._wildcard_contracts -= contracts
+            self._update_wants(())
 
     def add_wildcard_contract(self, contract: OptionContract) -> None:
         """Another connection subscribed a contract: `T.*` covers it too."""
