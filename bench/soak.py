@@ -437,6 +437,7 @@ async def soak(
     noise_mib: float,
     warmup: float | None = None,
     out: Callable[[str], None] = print,
+    rolling: bool = True,
 ) -> SoakResult:
     started = time.monotonic()
     until = started + seconds
@@ -445,7 +446,8 @@ async def soak(
     tasks = [
         asyncio.create_task(churn(server.urls, slot, seed, until, tally)) for slot in range(clients)
     ]
-    tasks.append(asyncio.create_task(roll(server.urls, until, tally)))
+    if rolling:
+        tasks.append(asyncio.create_task(roll(server.urls, until, tally)))
     next_report = started + 60.0
     while time.monotonic() < until and server.alive():
         await asyncio.sleep(min(interval, max(0.0, until - time.monotonic())))
