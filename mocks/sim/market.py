@@ -495,9 +495,9 @@ class MarketSim:
                 self._end_life(contract, ends)
         # A day after its last life ended, a contract is as if never named: a server left
         # running while clients roll through strikes for weeks keeps nothing of each one.
-        retired, order = self._retired, self._retired_order
-        while order and order[0][0] <= until_rel - RETIRED_FOR:
-            ended, contract = order.popleft()
+        retired, retired_order = self._retired, self._retired_order
+        while retired_order and retired_order[0][0] <= until_rel - RETIRED_FOR:
+            ended, contract = retired_order.popleft()
             record = retired.get(contract)
             if (
                 record is not None
