@@ -110,7 +110,9 @@ _EXP_LEVELS = [-math.log(1.0 - (i + 0.5) / 4096) for i in range(4096)]
 _EXP_ROWS = [_EXP_LEVELS[hi * 16 : hi * 16 + 16] for hi in range(256)]
 _HIGH_NIBBLE = bytes(b >> 4 for b in range(256))  # a `bytes.translate` table
 # Prices on a tick, already rounded (a lookup is cheaper than round()): index n -> n ticks.
-_CENTS = [round(n / 100, 2) for n in range(200_001)]
+# (n / 100 is the float nearest n cents, which is what round(n / 100, 2) gives, at a tenth of
+# the cost: the table was most of the import time of every `feedlab` command.)
+_CENTS = [n / 100 for n in range(200_001)]
 _NICKELS = _CENTS[::5]
 _CRYPTO_TICKS = [round(n * 0.0005, 4) for n in range(4_001)]  # Deribit, fractions of F below 2
 _new = tuple.__new__
