@@ -106,6 +106,30 @@ def test_an_example_the_builtin_client_survives_has_no_problems() -> None:
     assert outcome.report is not None and outcome.report.metrics["reconnects"] == 1
 
 
+def test_a_stall_of_the_connection_that_replaced_a_lost_one_is_covered_by_a_gap_notice() -> None:
+    """Found by `feedlab chaos --vendor massive --seed 20261207`: the built-in client's notice
+    for a connection lost before its first event started at the loss, a ping timeout after the
+    stall, and left 47 events lost silently."""
+    found = [fault("cut", at="47s"), fault("stall", at="48s")]
+    outcome = run_example(build_scenario(SearchSettings(vendor="massive", seed=20261207), found))
+    assert not outcome.failed, outcome.problems
+    assert outcome.report is not None
+    assert outcome.report.metrics["silent_loss"] == 0
+    assert outcome.report.metrics["covered_loss"] > 40
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_stall_before_the_first_event_is_covered_by_a_gap_notice(vendor: str) -> None:
+    """A connection that goes half-open before its first event is noticed a ping timeout (or a
+    heartbeat) later; what it lost in between is in the gap notice. The Massive and Amberdata
+    clients started such a notice at the loss, not at the connection's start."""
+    outcome = run_example(build_scenario(settings(vendor, seed=3), [fault("stall", at="0.1s")]))
+    assert not outcome.failed, outcome.problems
+    assert outcome.report is not None
+    assert outcome.report.metrics["silent_loss"] == 0
+    assert outcome.report.metrics["covered_loss"] > 0
+
+
 class _BusyClient:
     """Never lets virtual time move: every task keeps the scheduler busy."""
 

@@ -191,6 +191,34 @@ async def test_half_open_socket(autojump_clock: trio.abc.Clock) -> None:
 
 
 @bounded()
+async def test_a_connection_lost_before_its_first_event_leaves_a_gap_from_when_it_was_ready(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Found by `feedlab chaos --vendor massive --seed 20261207` (a cut at 47 s, a stall at 48 s):
+    the connection that replaced a lost one went half-open before it had delivered an event.
+    Noticed a ping timeout later, its gap notice started then, when it should start when the
+    connection was back: 47 events lost without a notice covering them (the scenario itself:
+    tests/test_chaos.py)."""
+    async with running() as run:
+        await run.client.subscribe(*SUBSCRIPTIONS)
+        await run.wait_subscribed(0, len(SUBSCRIPTIONS))
+        await trio.sleep(20)
+        await run.mock.history[0].abort()
+        await run.wait_subscribed(1, len(SUBSCRIPTIONS))
+        second = run.mock.history[1]
+        second.stall()
+        stalled_at = run.unix_now()
+        assert not [s for s in run.sent if s[0] == second.conn_id]  # nothing reached the client
+        await run.wait_subscribed(2, len(SUBSCRIPTIONS))  # a ping timeout later
+        resumed_at = run.mock.market.clock.unix_ns(run.mock.history[2].info.opened_at) / 1e9
+        await trio.sleep(20)
+        _, second_gap = run.of(GapNotice)
+        assert "no pong" in second_gap.reason
+        assert second_gap.start <= stalled_at and second_gap.end >= resumed_at
+        assert run.client.stats.reconnects == 2
+
+
+@bounded()
 async def test_slow_consumer_kill(autojump_clock: trio.abc.Clock) -> None:
     async def kill(conn: Connection) -> None:
         run.server.slow_consumer(conn.conn_id)

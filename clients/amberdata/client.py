@@ -100,6 +100,9 @@ class _Session:
     """One WebSocket's worth of state; Amberdata keeps none of it across connections."""
 
     ws: trio_websocket.WebSocketConnection
+    # Unix s (the client's clock) when it opened: on a connection that has had no event yet,
+    # a loss leaves a gap from then (not from the loss, which may be a ping timeout later).
+    opened: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     pending: dict[int, _Pending] = field(default_factory=dict)
     key_by_id: dict[str, str] = field(default_factory=dict)  # subscription id -> key
@@ -444,7 +447,7 @@ class AmberdataClient:
                 self._backoff.disconnected(trio.current_time())
             start = min(
                 now,
-                connection.last_published or now,
+                connection.last_published or (session.opened if session is not None else now),
                 *(t for k, t in connection.last_exchange_time.items() if k in connection.keys),
             )
             if gap is None:
@@ -492,7 +495,7 @@ class AmberdataClient:
                     scope.deadline = math.inf
                     connected_at = trio.current_time()
                     self._backoff.connected(connected_at)
-                    session = _Session(ws)
+                    session = _Session(ws, self._clock())
                     try:
                         loss = await self._converse(connection, session, gap) or "closed"
                     finally:

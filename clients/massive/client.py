@@ -119,6 +119,9 @@ class _Session:
     state: str = _CONNECTING
     deadline: float = 0.0  # trio time: handshake step must be done by then
     ready_at: float | None = None  # trio time
+    # Unix s (the client's clock) when it became ready: lost before its first event, the
+    # session leaves a gap from then (not from the loss, which may be a ping timeout later).
+    ready_time: float | None = None
     loss: str | None = None
     kind: str = "lost"  # "evicted" backs off longer
     fatal: ClientError | None = None
@@ -396,7 +399,7 @@ class MassiveClient:
                 slot.eviction_backoff.disconnected(now)
                 if session.ready_at is not None and slot.gap_since is None and slot.subscriptions:
                     last = session.last_event_time
-                    slot.gap_since = last if last is not None else self._clock()
+                    slot.gap_since = last if last is not None else session.ready_time
                     slot.gap_reason = session.loss or "connection lost"
                 attempts = 1 if stable else attempts + 1
                 if self._max_reconnects is not None and attempts > self._max_reconnects:
@@ -523,6 +526,7 @@ class MassiveClient:
     async def _become_ready(self, session: _Session) -> None:
         slot, now = session.slot, trio.current_time()
         session.state, session.ready_at = _READY, now
+        session.ready_time = self._clock()
         slot.backoff.connected(now)
         slot.eviction_backoff.connected(now)
         assert session.nursery is not None
