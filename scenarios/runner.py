@@ -700,21 +700,36 @@ def _error_cover(run: _Run, records: dict[int, Any]) -> int | None:
     return run.mock.market.clock.unix_ns(since)
 
 
+def _served_again(t: float, downtimes: list[tuple[float, float]]) -> float:
+    """The first moment from `t` on outside every downtime (they may overlap or chain)."""
+    moved = True
+    while moved:
+        moved = False
+        for start, ends in downtimes:
+            if start <= t < ends:
+                t, moved = ends, True
+    return t
+
+
 def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
     """Seconds from each moment the mock could serve again after a disruption to the first
-    event the application received that the market made after that moment."""
+    event the application received that the market made after that moment. A disruption inside
+    a restart or an upstream outage is served again when that ends (a cut during a restart was
+    counted from the cut: the restart's downtime and the client's backoff after it, as if they
+    were the client's recovery)."""
     mock, obs = run.mock, run.obs
     client_ids = set(records)
     ready: list[float] = []
+    downtimes: list[tuple[float, float]] = []  # when the mock served nobody's data
     for applied in mock.director.applied:
         kind = applied.fault.kind
         if kind not in DISRUPTIVE or applied.time > run.s.duration:
             continue
         if kind in _DEFAULT_DOWNTIME:
             duration = applied.fault.duration
-            ready.append(
-                applied.time + (duration if duration is not None else _DEFAULT_DOWNTIME[kind])
-            )
+            ends = applied.time + (duration if duration is not None else _DEFAULT_DOWNTIME[kind])
+            downtimes.append((applied.time, ends))
+            ready.append(ends)
         elif set(applied.connections) & client_ids:
             ready.append(applied.time)
     for actor in obs.actors:  # an actor that took the client's connection away
@@ -732,6 +747,7 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
     recoveries: list[float] = []
     unrecovered = 0
     for t in ready:
+        t = _served_again(t, downtimes)
         t_ns = clock.unix_ns(t)
         i = bisect.bisect_left(at, t)
         while i < len(obs.delivered) and obs.delivered[i].ts_ns < t_ns:

@@ -138,6 +138,32 @@ def test_events_dropped_on_purpose_are_injected_not_silent() -> None:
     assert 0 <= metrics["injected_flagged"] <= metrics["injected_loss"]
 
 
+def test_a_disruption_during_a_restart_recovers_from_when_the_restart_ends() -> None:
+    """Found by `feedlab chaos --vendor theta --seed 3`: a cut at the moment the server went
+    down for 37 s was counted from the cut, so the restart itself (and the backoff after it)
+    read as 63 s of recovery, over the chaos search's 60 s bound."""
+    text = """
+name = "cut-in-a-restart"
+vendor = "theta"
+seed = 3
+duration = "90s"
+start = 2025-03-14T09:30:00-04:00
+[client]
+subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+[[fault]]
+kind = "cut"
+at = "1s"
+[[fault]]
+kind = "restart"
+at = "1s"
+duration = "37s"
+"""
+    metrics = run_scenario_sync(parse_scenario(text)).metrics
+    assert metrics["reconnects"] == 1 and metrics["unrecovered"] == 0
+    # Both disruptions are served again at 38 s; the client's first event comes after that.
+    assert 0 < metrics["max_recovery"] == metrics["p50_recovery"] < 37
+
+
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
     text = STORM.split("[expect]")[0] + "[expect]\nreconnects = 1\nmin_delivered = 1\n"
     report = run_scenario_sync(parse_scenario(text))
