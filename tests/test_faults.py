@@ -309,6 +309,26 @@ async def test_sequence_jump_and_regression(autojump_clock: trio.abc.Clock) -> N
         assert more[0] < after[-1]
 
 
+async def test_a_regressed_duplicate_carries_one_number_on_both_copies(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A duplicate and a sequence regression on the same event: both copies go out with the
+    regressed number, so a client that drops repeats by number can drop the second (found by
+    `feedlab chaos --vendor massive --seed 3`: only one copy changed, two events in all but
+    their number, which the ground truth then counted as a duplicate delivered)."""
+    async with echo() as (server, director), server.connect("ws://x/echo") as ws:
+        await subscribed(ws)
+        before = [q["q"] for q in await quotes(ws, 5)]
+        await director.inject(fault("duplicate", at=0))
+        await director.inject(fault("sequence_regression", at=0, by=50))
+        got = await quotes(ws, 20)
+        seqs = [q["q"] for q in got]
+        (repeated,) = [s for s in set(seqs) if seqs.count(s) == 2]
+        i = seqs.index(repeated)
+        assert seqs[i + 1] == repeated and got[i] == got[i + 1]
+        assert repeated < before[-1]  # the regressed number, on both copies
+
+
 async def test_corrupt_modes(autojump_clock: trio.abc.Clock) -> None:
     async with echo() as (server, director), server.connect("ws://x/echo") as ws:
         await subscribed(ws)
