@@ -596,6 +596,28 @@ async def test_duplicates_are_dropped_and_regressions_flagged(autojump_clock: An
     assert (stats.repeats_dropped, stats.duplicates_dropped, stats.regressions) == (1, 1, 1)
 
 
+async def test_a_repeat_behind_later_quotes_is_dropped(autojump_clock: Any) -> None:
+    """Found by `feedlab chaos --vendor theta --seed 2`: a duplicate held back behind five later
+    messages was delivered again, and the old quote replaced the newer ones."""
+    async with running() as run:
+        await run.client.subscribe(SPXW_4800_C)
+        await until(lambda: run.client.stats.confirmed == 1)
+        frames = [
+            quote(bid=1.0, at=1),
+            quote(bid=1.1, at=2),
+            quote(bid=1.2, at=3),
+            quote(bid=1.0, at=1),  # the first one again, behind later ones: dropped
+            quote(bid=1.0, at=3),  # a new quote back at an old price: delivered
+        ]
+        for frame in frames:
+            await run.term.send(run.term.conn, frame)
+        await until(lambda: len(run.market()) == 4)
+        await trio.sleep(1)
+    assert [e.bid for e in run.of(OptionQuote)] == [1.0, 1.1, 1.2, 1.0]
+    assert run.of(OptionQuote)[-1].ms_of_day == 34200003
+    assert run.client.stats.repeats_dropped == 1
+
+
 async def test_data_for_streams_we_do_not_hold_is_not_delivered(autojump_clock: Any) -> None:
     async with running() as run:
         await run.client.subscribe(SPXW_4800_C)

@@ -56,6 +56,10 @@ from clients.theta.wire import (
     wire_contract,
 )
 
+# Sequence-less messages remembered per stream to drop repeats: a duplicate held back behind a
+# few later messages (by a proxy, or resent after a hiccup) is still caught. A few KB a stream.
+REPEATS_REMEMBERED = 16
+
 
 @dataclass(slots=True)
 class ClientStats:
@@ -69,7 +73,7 @@ class ClientStats:
     rejected: int = 0
     resubscribed_after_outage: int = 0
     duplicates_dropped: int = 0  # trades by sequence
-    repeats_dropped: int = 0  # sequence-less messages identical to the last one delivered
+    repeats_dropped: int = 0  # sequence-less messages identical to one of the last delivered
     regressions: int = 0
     dropped: int = 0  # `Dropped` events delivered
     frames_dropped_unparseable: int = 0  # not JSON, not the terminal's shape, an unknown type
@@ -155,7 +159,10 @@ class ThetaClient:
         self._pending: dict[int, tuple[Subscription, bool]] = {}  # req id -> (stream, add)
         self._batches: list[_Batch] = []
         self._sequences = SequenceTracker()
-        self._last_delivered: dict[tuple[str, str], Any] = {}
+        # The last `REPEATS_REMEMBERED` sequence-less messages (quotes, OHLC, market values)
+        # delivered per stream, oldest first: a repeat of one of them is dropped.
+        self._recent_bodies: dict[tuple[str, str], dict[Any, None]] = {}
+        self._newest_stamp: dict[tuple[str, str], tuple[int, int]] = {}  # (date, ms_of_day)
         self._contracts: dict[bytes, Contract] = {}
         self._send_lock = trio.Lock()
         self._ws: trio_websocket.WebSocketConnection | None = None
@@ -529,11 +536,23 @@ class ThetaClient:
             if verdict is Verdict.REGRESSION:
                 self.stats.regressions += 1
         else:
+            # No sequence number: a repeat is the same message again, right after itself or
+            # behind later ones (held back, or resent). The same value back within the newest
+            # millisecond is a real change back (A, B, A), and the application's quote must
+            # end at A: only a copy older than the newest delivered is a repeat there.
             key = (kind, event.symbol)
-            if self._last_delivered.get(key) == body:
-                self.stats.repeats_dropped += 1
-                return
-            self._last_delivered[key] = body
+            recent = self._recent_bodies.setdefault(key, {})
+            stamp = (body.date, body.ms_of_day)
+            newest = self._newest_stamp.get(key, stamp)
+            if body in recent:
+                if body == next(reversed(recent)) or stamp < newest:
+                    self.stats.repeats_dropped += 1
+                    return
+                del recent[body]  # (delivered again: the newest now)
+            recent[body] = None
+            if len(recent) > REPEATS_REMEMBERED:
+                del recent[next(iter(recent))]
+            self._newest_stamp[key] = max(stamp, newest)
         moment = event.timestamp_ns / 1e9
         if self._last_event_time is None or moment > self._last_event_time:
             self._last_event_time = moment

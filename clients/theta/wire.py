@@ -346,7 +346,9 @@ class _WireContract(msgspec.Struct):
     right: str | None = None
 
 
-class _WireQuote(msgspec.Struct):
+# Frozen, so hashable: the client remembers the last few sequence-less bodies of each stream
+# to drop repeats (`REPEATS_REMEMBERED`; an index price comes as a TRADE body).
+class _WireQuote(msgspec.Struct, frozen=True):
     ms_of_day: _MsOfDay
     bid_size: int
     bid_exchange: int
@@ -359,7 +361,7 @@ class _WireQuote(msgspec.Struct):
     date: _Date
 
 
-class _WireTrade(msgspec.Struct):
+class _WireTrade(msgspec.Struct, frozen=True):
     ms_of_day: _MsOfDay
     sequence: _Int32
     size: int
@@ -369,7 +371,7 @@ class _WireTrade(msgspec.Struct):
     date: _Date
 
 
-class _WireOhlc(msgspec.Struct):
+class _WireOhlc(msgspec.Struct, frozen=True):
     ms_of_day: _MsOfDay
     open: float
     high: float
@@ -380,7 +382,7 @@ class _WireOhlc(msgspec.Struct):
     date: _Date
 
 
-class _WireMarketValue(msgspec.Struct):
+class _WireMarketValue(msgspec.Struct, frozen=True):
     ms_of_day: _MsOfDay
     date: _Date
     market_price: float
