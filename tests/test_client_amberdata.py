@@ -429,6 +429,30 @@ async def test_duplicates_are_dropped_and_regressions_delivered(
     assert client.stats.duplicates_dropped == 1 and client.stats.regressions == 1
 
 
+async def test_a_new_event_that_meets_an_old_number_is_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found by `feedlab chaos --vendor amberdata --seed 7`: after a reconnect the numbers went
+    on from below where the last connection's had jumped to, and a new trade that met an old
+    number was dropped as a repeat, lost without a gap notice. The number and the time are the
+    event; the number alone is not."""
+    fake = FakeAmberdata()
+    events: list[Event] = []
+    async with make_client(fake) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(collect, client, events)
+        await client.subscribe(f"{ORDER_SNAPSHOTS}:{BTC_PUT}")
+        await until(lambda: fake.subscribed() == 1)
+        connection = fake.connections[0]
+        now = virtual_unix_clock()
+        for sequence, at in ((10, now), (20, now + 1), (10, now + 2), (10, now + 2)):
+            await connection.push(ORDER_SNAPSHOTS, BTC_PUT, snapshot(BTC_PUT, sequence, at))
+        await until(lambda: len(of(OrderBookSnapshot, events)) == 3)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert [e.sequence for e in of(OrderBookSnapshot, events)] == [10, 20, 10]
+    assert client.stats.regressions == 1 and client.stats.duplicates_dropped == 1
+
+
 async def test_corrupt_frames_are_counted_and_skipped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -684,8 +684,11 @@ class AmberdataClient:
             await self._drop(f"unreadable {sub.stream} result: {exc}", push)
             return
         if event.sequence is not None:
+            # The number alone is not the event: after a reconnect the numbers may go on from
+            # below where the last connection's had jumped to, and a new event that meets an old
+            # number is a regression to deliver, not a repeat to drop (so its time comes too).
             verdict = self._sequences.observe(
-                f"{sub.stream}|{event.exchange}|{event.symbol}", event.sequence
+                f"{sub.stream}|{event.exchange}|{event.symbol}", event.sequence, event.timestamp_ns
             )
             if verdict is Verdict.DUPLICATE:
                 self.stats.duplicates_dropped += 1
