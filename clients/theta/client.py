@@ -528,8 +528,12 @@ class ThetaClient:
                 self._awaiting_done.set()
         if isinstance(event, Trade):
             # Sequences are a 32-bit counter the terminal prints signed: compared unsigned, a
-            # wrap from 2**31 - 1 to -2**31 is the next number, not a regression.
-            verdict = self._sequences.observe(event.symbol, event.sequence & 0xFFFFFFFF)
+            # wrap from 2**31 - 1 to -2**31 is the next number, not a regression. The time is
+            # the fingerprint: a new trade that meets an old number (after a reconnect, below
+            # numbers that had jumped) is a regression to deliver, not a repeat to drop.
+            verdict = self._sequences.observe(
+                event.symbol, event.sequence & 0xFFFFFFFF, event.timestamp_ns
+            )
             if verdict is Verdict.DUPLICATE:
                 self.stats.duplicates_dropped += 1
                 return
