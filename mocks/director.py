@@ -59,7 +59,8 @@ class _Active:
     budget: int | None
     rng: random.Random
     contract: OptionContract | None
-    held: list[tuple[int, Event]] = field(default_factory=list)  # reorder: (countdown, event)
+    # reorder, by connection number: (how many later events still to pass it, event)
+    held: dict[int, list[tuple[int, Event]]] = field(default_factory=dict)
     stale: dict[OptionContract, OptionQuote] = field(default_factory=dict)
 
 
@@ -90,13 +91,25 @@ class MessageFaults:
         return now < active.until and (target is None or target == conn.conn_id)
 
     def on_events(self, conn: Connection, events: list[Event], now: float) -> list[Event]:
-        self.active = [a for a in self.active if (now < a.until and a.budget != 0) or a.held]
+        self.active = [
+            a for a in self.active if (now < a.until and a.budget != 0) or self._holds(a)
+        ]
         if self._offsets:
             events = [self._offset(conn.conn_id, e) for e in events]
         for active in self.active:
-            if self._applies(active, conn, now) or active.held:
+            if self._applies(active, conn, now) or conn.conn_id in active.held:
                 events = self._apply(active, conn, events)
         return events
+
+    def _holds(self, active: _Active) -> bool:
+        """Whether a reorder still holds events for a connection that is open (what it held
+        for one that has closed is lost with it)."""
+        connections = self.server.ledger.connections
+        for number in list(active.held):
+            record = connections.get(number)
+            if record is None or record.closed_at is not None:
+                del active.held[number]
+        return bool(active.held)
 
     def _offset(self, conn_id: int, event: Event) -> Event:
         if not isinstance(event, OptionQuote | OptionTrade):
@@ -123,20 +136,31 @@ class MessageFaults:
         ledger, number = self.server.ledger, conn.conn_id
         out: list[Event] = []
         if kind == "reorder":
+            # Held on the connection it was meant for (a new connection is not sent the last
+            # one's), until `by` later events passed it, and never behind an event more than
+            # `within` newer: out of order by at most that much market time.
             by = int(active.fault.param("by"))
+            within_ns = round(float(active.fault.param("within")) * 1e9)
+            held = active.held.setdefault(number, [])
             for event in events:
-                if self._hit(active, event):  # hold it back until `by` later events passed
-                    active.held.append((by, event))
+                if self._hit(active, event):
+                    held.append((by, event))
                     ledger.note(number, "reordered", [event])
                     continue
+                limit = event[0] - within_ns  # (every event's first field is its ts_ns)
+                if held and held[0][1][0] < limit:
+                    out += [waiting for _, waiting in held if waiting[0] < limit]
+                    held[:] = [h for h in held if h[1][0] >= limit]
                 out.append(event)
                 still: list[tuple[int, Event]] = []
-                for countdown, held in active.held:
+                for countdown, waiting in held:
                     if countdown <= 1:
-                        out.append(held)
+                        out.append(waiting)
                     else:
-                        still.append((countdown - 1, held))
-                active.held = still
+                        still.append((countdown - 1, waiting))
+                held[:] = still
+            if not held:
+                del active.held[number]
             return out
         # A duplicate's two copies are one object here: a sequence regression that takes one
         # takes both, so they still carry one number. (Only the first changed, they read as

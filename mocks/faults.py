@@ -163,6 +163,9 @@ KINDS: dict[str, FaultKind] = _kinds(
         (
             Param("events", int, 1, "how many events each firing holds back"),
             Param("by", int, 2, "how many later events overtake each held one"),
+            # Out of order is a matter of milliseconds at the vendors; on a quiet contract the
+            # `by` later events took seconds, beyond any client's allowance for it.
+            Param("within", "duration", 1.0, "never behind an event newer than this by more"),
         ),
         lasts=True,
         per_message=True,

@@ -297,6 +297,41 @@ async def test_reorder_lets_later_events_overtake(autojump_clock: trio.abc.Clock
         assert seqs != sorted(seqs) and sorted(seqs) == sorted(set(seqs))
 
 
+async def test_a_held_event_is_never_behind_one_more_than_within_newer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """`by` later events can take seconds on a quiet contract: found by `feedlab chaos --vendor
+    theta --seed 9`, an event held for 6 s went out into a socket that had stalled meanwhile,
+    older than anything a gap notice could be expected to cover."""
+    async with echo() as (server, director), server.connect("ws://x/echo") as ws:
+        await subscribed(ws)
+        await director.inject(fault("reorder", at=0, events=1, by=10_000, within="1s"))
+        got = await quotes(ws, 30)
+        stamps = [q["t"] for q in got]
+        late = next(i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1])
+        assert 0 < stamps[late - 1] - stamps[late] <= 1_000_000_000  # ns: by 1 s at most
+        assert len(stamps) - late > 10  # it did not wait for the 10,000 later events
+
+
+async def test_what_a_reorder_held_for_a_closed_connection_goes_nowhere(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Held events belong to their connection: they went out on the next one to take events
+    (another client's, or a reconnect's, with events it had not subscribed to, or from before
+    it existed)."""
+    async with echo() as (server, director):
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+            await director.inject(fault("reorder", at=0, events=3, by=10_000, within="60s"))
+            await quotes(ws, 5)
+        assert server.ledger.connections[1].counts["reordered"] == 3
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+            opened_ns = server.market.now_ns()
+            got = await quotes(ws, 10)
+        assert got and all(q["t"] >= opened_ns for q in got)
+
+
 async def test_sequence_jump_and_regression(autojump_clock: trio.abc.Clock) -> None:
     async with echo() as (server, director), server.connect("ws://x/echo") as ws:
         await subscribed(ws)
