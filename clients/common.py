@@ -24,6 +24,13 @@ import trio_websocket
 # Events every client delivers besides market data
 
 
+# A gap notice that starts at the newest event received starts this much earlier (seconds):
+# events do not always arrive in time order (exchanges' clocks, merged feeds, a held-back
+# message), so one a little older may still have been on its way. Backfilling a second more
+# costs little; a window that starts a millisecond late loses silently.
+GAP_MARGIN = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class GapNotice:
     """Data for these contracts may be missing between `start` and `end` (Unix seconds).

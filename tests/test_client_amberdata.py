@@ -33,6 +33,7 @@ from clients.amberdata import (
     watch,
 )
 from clients.common import (
+    GAP_MARGIN,
     AuthError,
     Backoff,
     ClientError,
@@ -541,7 +542,7 @@ async def test_reconnects_after_1011_with_new_subscription_ids(
         nursery.cancel_scope.cancel()
     [gap] = of(GapNotice, events)
     assert gap.contracts == (BTC_PUT, BTC_CALL)  # sorted
-    assert gap.start == pytest.approx(last_seen, abs=1e-6) and gap.start < lost_at
+    assert gap.start == pytest.approx(last_seen - GAP_MARGIN, abs=1e-6) and gap.start < lost_at
     assert gap.end >= lost_at and gap.reason == "closed with 1011"
     assert [e.sequence for e in of(OrderBookSnapshot, events)] == [1, 3]
     assert client.stats.reconnects == 1 and client.stats.unknown_subscription_dropped == 1

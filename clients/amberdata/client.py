@@ -25,6 +25,7 @@ from clients.amberdata.events import Event, OptionMarket, decode_result
 from clients.amberdata.instruments import Subscription, parse_subscription, plan_limits
 from clients.amberdata.invented import AUTH_FAILURE_PREFIX, STALE_AFTER
 from clients.common import (
+    GAP_MARGIN,
     AuthError,
     Backoff,
     ClientError,
@@ -445,9 +446,13 @@ class AmberdataClient:
                 if trio.current_time() - connected_at >= self._backoff.stable_after:
                     connection.failures = 0
                 self._backoff.disconnected(trio.current_time())
+            if connection.last_published is not None:
+                seen = connection.last_published - GAP_MARGIN  # (a little older may be late)
+            else:
+                seen = session.opened if session is not None else now
             start = min(
                 now,
-                connection.last_published or (session.opened if session is not None else now),
+                seen,
                 *(t for k, t in connection.last_exchange_time.items() if k in connection.keys),
             )
             if gap is None:

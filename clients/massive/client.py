@@ -20,6 +20,7 @@ import trio
 import trio_websocket
 
 from clients.common import (
+    GAP_MARGIN,
     AuthError,
     Backoff,
     ClientError,
@@ -399,7 +400,7 @@ class MassiveClient:
                 slot.eviction_backoff.disconnected(now)
                 if session.ready_at is not None and slot.gap_since is None and slot.subscriptions:
                     last = session.last_event_time
-                    slot.gap_since = last if last is not None else session.ready_time
+                    slot.gap_since = last - GAP_MARGIN if last is not None else session.ready_time
                     slot.gap_reason = session.loss or "connection lost"
                 attempts = 1 if stable else attempts + 1
                 if self._max_reconnects is not None and attempts > self._max_reconnects:

@@ -18,6 +18,7 @@ import trio
 import trio_websocket
 
 from clients.common import (
+    GAP_MARGIN,
     Backoff,
     ClientError,
     Connector,
@@ -346,11 +347,11 @@ class ThetaClient:
 
     def _loss_start(self, known_good: float) -> float:
         """Where a loss window starts: the last moment we know we had everything, or the newest
-        data timestamp we delivered if that is earlier (the terminal sends in time order, so
-        anything older reached us; a message stamped later may have been in flight)."""
+        data timestamp we delivered if that is earlier (a message stamped later may have been
+        in flight), less `GAP_MARGIN` (one a little older may have been too)."""
         if self._last_event_time is None:
             return known_good
-        return min(known_good, self._last_event_time)
+        return min(known_good, self._last_event_time - GAP_MARGIN)
 
     async def _session(self, ws: trio_websocket.WebSocketConnection) -> str:
         self._backoff.connected(self._clock())
