@@ -713,10 +713,10 @@ def _served_again(t: float, downtimes: list[tuple[float, float]]) -> float:
 
 def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
     """Seconds from each moment the mock could serve again after a disruption to the first
-    event the application received that the market made after that moment. A disruption inside
-    a restart or an upstream outage is served again when that ends (a cut during a restart was
-    counted from the cut: the restart's downtime and the client's backoff after it, as if they
-    were the client's recovery)."""
+    event the application received that the market made after that moment, less the time a
+    restart or an upstream outage in between served nobody. A disruption inside one is served
+    again when that ends. (Counted whole, a cut during a restart, or a restart followed a
+    second later by another, read the mock's downtime as the client's recovery: 60-63 s.)"""
     mock, obs = run.mock, run.obs
     client_ids = set(records)
     ready: list[float] = []
@@ -753,11 +753,23 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
         while i < len(obs.delivered) and obs.delivered[i].ts_ns < t_ns:
             i += 1
         if i < len(obs.delivered):
-            recoveries.append(obs.delivered[i].at - t)
+            back = obs.delivered[i].at
         else:
             unrecovered += 1
-            recoveries.append(run.end - t)
+            back = run.end
+        recoveries.append(back - t - _down_between(t, back, downtimes))
     return recoveries, unrecovered
+
+
+def _down_between(start: float, end: float, downtimes: list[tuple[float, float]]) -> float:
+    """How long the mock served nobody's data between `start` and `end` (overlaps once)."""
+    total, reached = 0.0, start
+    for down, up in sorted(downtimes):
+        down, up = max(down, reached), min(up, end)
+        if up > down:
+            total += up - down
+            reached = up
+    return total
 
 
 def _resubscribed(samples: list[tuple[float, frozenset[str]]]) -> bool:

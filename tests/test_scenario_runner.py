@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import trio
 
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
@@ -162,6 +163,36 @@ duration = "37s"
     assert metrics["reconnects"] == 1 and metrics["unrecovered"] == 0
     # Both disruptions are served again at 38 s; the client's first event comes after that.
     assert 0 < metrics["max_recovery"] == metrics["p50_recovery"] < 37
+
+
+def test_a_recovery_does_not_count_a_later_restart_against_the_client() -> None:
+    """Found by `feedlab chaos --vendor theta --seed 5`: the server was back for a second
+    between two restarts, and the first one's recovery counted the second's 25 s of downtime
+    (60 s, over the chaos search's bound)."""
+    text = """
+name = "restart-after-restart"
+vendor = "theta"
+seed = 5
+duration = "120s"
+start = 2025-03-14T09:30:00-04:00
+[client]
+subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+[[fault]]
+kind = "restart"
+at = "19s"
+duration = "21s"
+[[fault]]
+kind = "restart"
+at = "41s"
+duration = "25s"
+"""
+    report = run_scenario_sync(parse_scenario(text))
+    back = report.timeline["connections"][1]["opened"]
+    assert back > 66  # the client came back after the second restart
+    metrics = report.metrics
+    assert metrics["p50_recovery"] < back - 66 + 2  # the second restart's: from its end
+    # The first restart's: the same, and the one second the server served between the two.
+    assert metrics["max_recovery"] - metrics["p50_recovery"] == pytest.approx(1.0)
 
 
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
