@@ -26,9 +26,11 @@ fuzz: $(STAMP)
 
 # A long chaos campaign against the built-in clients (issue 10): at least 500 distinct schedules
 # per vendor (Hypothesis draws a few twice, hence 520). CI runs a short one (tests/test_chaos_search.py).
+# A seed draws the same schedules every time: `make chaos CHAOS_SEED=N` explores others.
+CHAOS_SEED ?= 1
 chaos: $(STAMP)
 	@for v in massive theta amberdata; do \
-	  $(BIN)/feedlab chaos --vendor $$v --examples 520 --seed 1 --out chaos-found-$$v.toml || exit 1; \
+	  $(BIN)/feedlab chaos --vendor $$v --examples 520 --seed $(CHAOS_SEED) --out chaos-found-$$v.toml || exit 1; \
 	done
 
 # Ten minutes of 50 clients connecting, reading and dropping against `feedlab serve all`:
