@@ -412,21 +412,31 @@ async def test_unsubscribe_before_the_id_arrives(autojump_clock: trio.testing.Mo
 # Sequences and hostile frames
 
 
-async def test_duplicates_are_dropped_and_regressions_delivered(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def deliver_snapshots(
+    pushes: list[tuple[int, float | None]], expect: int
+) -> tuple[AmberdataClient, list[int]]:
+    """Push order-book snapshots of one instrument, (sequence, time) each, on one connection;
+    the client and the sequences it delivered, once `expect` are in and a second has passed."""
     fake = FakeAmberdata()
     events: list[Event] = []
     async with make_client(fake) as client, trio.open_nursery() as nursery:
         nursery.start_soon(collect, client, events)
         await client.subscribe(f"{ORDER_SNAPSHOTS}:{BTC_PUT}")
         await until(lambda: fake.subscribed() == 1)
-        connection = fake.connections[0]
-        for sequence in (10, 10, 12, 11, 20):
-            await connection.push(ORDER_SNAPSHOTS, BTC_PUT, snapshot(BTC_PUT, sequence))
-        await until(lambda: len(of(OrderBookSnapshot, events)) == 4)
+        for sequence, at in pushes:
+            push = snapshot(BTC_PUT, sequence, at)
+            await fake.connections[0].push(ORDER_SNAPSHOTS, BTC_PUT, push)
+        await until(lambda: len(of(OrderBookSnapshot, events)) == expect)
+        await trio.sleep(1)
         nursery.cancel_scope.cancel()
-    assert [e.sequence for e in of(OrderBookSnapshot, events)] == [10, 12, 11, 20]
+    return client, [e.sequence for e in of(OrderBookSnapshot, events)]
+
+
+async def test_duplicates_are_dropped_and_regressions_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, delivered = await deliver_snapshots([(s, None) for s in (10, 10, 12, 11, 20)], 4)
+    assert delivered == [10, 12, 11, 20]
     assert client.stats.duplicates_dropped == 1 and client.stats.regressions == 1
 
 
@@ -437,20 +447,10 @@ async def test_a_new_event_that_meets_an_old_number_is_delivered(
     on from below where the last connection's had jumped to, and a new trade that met an old
     number was dropped as a repeat, lost without a gap notice. The number and the time are the
     event; the number alone is not."""
-    fake = FakeAmberdata()
-    events: list[Event] = []
-    async with make_client(fake) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(collect, client, events)
-        await client.subscribe(f"{ORDER_SNAPSHOTS}:{BTC_PUT}")
-        await until(lambda: fake.subscribed() == 1)
-        connection = fake.connections[0]
-        now = virtual_unix_clock()
-        for sequence, at in ((10, now), (20, now + 1), (10, now + 2), (10, now + 2)):
-            await connection.push(ORDER_SNAPSHOTS, BTC_PUT, snapshot(BTC_PUT, sequence, at))
-        await until(lambda: len(of(OrderBookSnapshot, events)) == 3)
-        await trio.sleep(1)
-        nursery.cancel_scope.cancel()
-    assert [e.sequence for e in of(OrderBookSnapshot, events)] == [10, 20, 10]
+    t = virtual_unix_clock()
+    pushes: list[tuple[int, float | None]] = [(10, t), (20, t + 1), (10, t + 2), (10, t + 2)]
+    client, delivered = await deliver_snapshots(pushes, 3)
+    assert delivered == [10, 20, 10]
     assert client.stats.regressions == 1 and client.stats.duplicates_dropped == 1
 
 

@@ -139,18 +139,26 @@ def test_events_dropped_on_purpose_are_injected_not_silent() -> None:
     assert 0 <= metrics["injected_flagged"] <= metrics["injected_loss"]
 
 
+def theta_with_faults(seed: int, duration: str, faults: str) -> Scenario:
+    """The chaos search's Theta client and subscriptions, under these `[[fault]]` tables."""
+    return parse_scenario(
+        f"""
+name = "theta-{seed}"
+vendor = "theta"
+seed = {seed}
+duration = "{duration}"
+start = 2025-03-14T09:30:00-04:00
+[client]
+subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+{faults}"""
+    )
+
+
 def test_a_disruption_during_a_restart_recovers_from_when_the_restart_ends() -> None:
     """Found by `feedlab chaos --vendor theta --seed 3`: a cut at the moment the server went
     down for 37 s was counted from the cut, so the restart itself (and the backoff after it)
     read as 63 s of recovery, over the chaos search's 60 s bound."""
-    text = """
-name = "cut-in-a-restart"
-vendor = "theta"
-seed = 3
-duration = "90s"
-start = 2025-03-14T09:30:00-04:00
-[client]
-subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+    faults = """
 [[fault]]
 kind = "cut"
 at = "1s"
@@ -159,7 +167,7 @@ kind = "restart"
 at = "1s"
 duration = "37s"
 """
-    metrics = run_scenario_sync(parse_scenario(text)).metrics
+    metrics = run_scenario_sync(theta_with_faults(3, "90s", faults)).metrics
     assert metrics["reconnects"] == 1 and metrics["unrecovered"] == 0
     # Both disruptions are served again at 38 s; the client's first event comes after that.
     assert 0 < metrics["max_recovery"] == metrics["p50_recovery"] < 37
@@ -169,14 +177,7 @@ def test_a_recovery_does_not_count_a_later_restart_against_the_client() -> None:
     """Found by `feedlab chaos --vendor theta --seed 5`: the server was back for a second
     between two restarts, and the first one's recovery counted the second's 25 s of downtime
     (60 s, over the chaos search's bound)."""
-    text = """
-name = "restart-after-restart"
-vendor = "theta"
-seed = 5
-duration = "120s"
-start = 2025-03-14T09:30:00-04:00
-[client]
-subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+    faults = """
 [[fault]]
 kind = "restart"
 at = "19s"
@@ -186,7 +187,7 @@ kind = "restart"
 at = "41s"
 duration = "25s"
 """
-    report = run_scenario_sync(parse_scenario(text))
+    report = run_scenario_sync(theta_with_faults(5, "120s", faults))
     back = report.timeline["connections"][1]["opened"]
     assert back > 66  # the client came back after the second restart
     metrics = report.metrics
