@@ -170,6 +170,9 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
             fault("upstream_outage", at="41s", duration="27s"),
         ],
     ),
+    # (`feedlab chaos --vendor theta --seed 14`, three bursts of x17 for 17 s, 40 s of wall
+    # time, is not here: two quotes alike on Theta's wire counted as two events to deliver.
+    # tests/test_scenario_runner.py)
     # The cut's recovery was counted from the cut, inside the restart: 63 s over the 60 s bound.
     # tests/test_scenario_runner.py
     "theta-cut-in-a-restart": (

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from mocks.sim.events import OptionQuote, OptionTrade
+from mocks.sim.symbols import parse_occ
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
-from scenarios.runner import run_scenario, run_scenario_sync
+from scenarios.runner import _distinct_on_thetas_wire, run_scenario, run_scenario_sync
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
 
@@ -194,6 +196,20 @@ duration = "25s"
     assert metrics["p50_recovery"] < back - 66 + 2  # the second restart's: from its end
     # The first restart's: the same, and the one second the server served between the two.
     assert metrics["max_recovery"] - metrics["p50_recovery"] == pytest.approx(1.0)
+
+
+def test_a_theta_quote_alike_on_the_wire_to_the_one_before_is_not_an_event_to_lose() -> None:
+    """Found by `feedlab chaos --vendor theta --seed 14` (three bursts of x17 at once, 128,520
+    events): two quotes in one millisecond, alike in all a Theta QUOTE message carries, are one
+    message twice; the client drops the second as a duplicate, and the ground truth counted
+    it lost. Alike but for the sequence number, or not one after the other, they count."""
+    contract = parse_occ("O:SPY250321C00575000")
+    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, 300, 301, 10)
+    twin = a._replace(ts_ns=1_000_000_999, sequence=12)  # the same millisecond on the wire
+    b = a._replace(bid=1.05, sequence=13)
+    later = a._replace(ts_ns=1_001_000_000, sequence=14)
+    quotes: list[OptionQuote | OptionTrade] = [a, twin, b, a, later]
+    assert _distinct_on_thetas_wire(quotes) == [a, b, a, later]
 
 
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
