@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from mocks.vendors import VENDORS
 from scenarios import chaos
 from scenarios.chaos import (
     ENDINGS,
+    MAX_BURST_PRODUCT,
     NOT_SEARCHED,
     SearchSettings,
+    _bursts_within_bounds,
     build_scenario,
     kinds_for,
     run_example,
@@ -66,6 +69,7 @@ def test_every_drawn_schedule_is_a_valid_scenario_within_the_run(data: st.DataOb
     duration = float(data.draw(st.integers(10, 600)))
     faults = data.draw(schedule_strategy(vendor, duration, max_faults=4))
     assert 1 <= len(faults) <= 4
+    assert math.prod(f.param("factor") for f in faults if f.kind == "burst") <= MAX_BURST_PRODUCT
     for f in faults:
         assert f.kind in kinds_for(vendor)
         assert f.at is not None and 1 <= f.at <= max(1, int(duration * 0.6))
@@ -74,6 +78,20 @@ def test_every_drawn_schedule_is_a_valid_scenario_within_the_run(data: st.DataOb
     scenario = build_scenario(SearchSettings(vendor=vendor, duration=duration), faults)
     assert parse_scenario(scenario_to_toml(scenario)).faults == scenario.faults
     assert [f.at for f in scenario.faults] == sorted(f.at or 0.0 for f in faults)
+
+
+def test_bursts_multiply_only_so_far_in_a_drawn_schedule() -> None:
+    """`feedlab chaos --vendor massive --seed 11` drew four bursts (x15, x17, x17, x15): the
+    market 65,000 times busier, and the example out of wall time in the mock (a "hang")."""
+    drawn = [
+        fault("burst", at="1s", duration="36s", factor=15),
+        fault("cut", at="2s"),
+        fault("burst", at="1s", duration="36s", factor=17),
+        fault("burst", at="15s", duration="36s", factor=17),
+        fault("burst", at="15s", duration="36s", factor=15),
+    ]
+    kept = _bursts_within_bounds(drawn)
+    assert kept == drawn[:3]
 
 
 def test_the_simplest_schedule_is_one_cut_at_the_first_second() -> None:
