@@ -20,6 +20,7 @@ from typing import Any, Literal, Self
 import orjson
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from clients.amberdata.events import Event, OptionMarket, decode_result
 from clients.amberdata.instruments import Subscription, parse_subscription, plan_limits
@@ -517,6 +518,7 @@ class AmberdataClient:
                 OSError,
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
+                LocalProtocolError,  # let out by trio-websocket (python-trio/trio-websocket#175)
             ) as group:
                 if session is None:
                     loss = f"cannot connect: {group.exceptions[0]!r}"

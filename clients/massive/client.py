@@ -18,6 +18,7 @@ from typing import Any, Self
 import orjson
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from clients.common import (
     GAP_MARGIN,
@@ -87,6 +88,9 @@ _TRANSPORT_ERRORS = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
     OSError,
+    # What trio-websocket lets out of wsproto for a frame it cannot send in the connection's
+    # state (python-trio/trio-websocket#175): the connection is over.
+    LocalProtocolError,
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 import msgspec
 import trio
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from clients.common import (
     GAP_MARGIN,
@@ -101,7 +102,11 @@ def _is_connection_error(exc: BaseException) -> bool:
         | trio_websocket.ConnectionClosed
         | trio.BrokenResourceError
         | trio.ClosedResourceError
-        | trio.TooSlowError,
+        | trio.TooSlowError
+        # trio-websocket lets wsproto's refusal out when a frame comes in a state it cannot
+        # answer (an oversize message while our close waits for the terminal's: it sends a
+        # 1009 close, twice; python-trio/trio-websocket#175): the connection is over all the same.
+        | LocalProtocolError,
     )
 
 
