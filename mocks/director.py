@@ -476,7 +476,8 @@ class Director:
             for conn in targets:
                 method(conn.conn_id)
         elif kind in ("upstream_outage", "heartbeat_stop"):
-            getattr(core, kind)(fault.duration if fault.duration is not None else 10.0)
+            duration = fault.duration if fault.duration is not None else 10.0
+            getattr(core, kind)(duration, at=self.server.market.now())
         elif kind == "limits":
             return self._apply_limits(core, fault)
         return ""

@@ -687,6 +687,29 @@ def test_heartbeat_stop_silences_status_for_its_duration() -> None:
     assert [json.loads(a.data)["header"]["type"] for a in sends(session.tick(4.0))] == ["STATUS"]
 
 
+def test_a_heartbeat_stop_or_outage_with_no_client_connected_runs_from_its_own_time() -> None:
+    """Found by `feedlab chaos --vendor theta --seed 17`: a restart and a heartbeat stop at the
+    same second; the stop waited for the next client's first step (49 s) and ran from there,
+    and that client, then the next, took the silence for a dead socket."""
+    rig = Rig()
+    first = rig.connect()
+    rig.terminal.closed(first)  # (the restart took it)
+    rig.terminal.heartbeat_stop(21.0, at=1.0)
+    rig.terminal.upstream_outage(10.0, at=1.0)
+    assert rig.terminal.heartbeats_stopped_until == 22.0  # from 1 s, not the next client's step
+    assert rig.terminal.upstream_down
+
+
+def test_an_outage_at_a_given_time_tells_the_connected_client_at_its_next_step() -> None:
+    rig = Rig()
+    session = rig.connect()
+    session.tick(1.0)
+    rig.terminal.upstream_outage(5.0, at=1.5)
+    assert rig.pokes == [1] and rig.terminal.upstream_down
+    told = [json.loads(a.data)["header"] for a in sends(session.tick(2.0))]
+    assert told[0] == {"type": "STATE", "status": "DISCONNECTED", "state": "STOP"}
+
+
 # -- upstream outages and the resubscription trap -------------------------------------------------
 
 

@@ -182,6 +182,7 @@ class ThetaTerminal:
         self._outage_window_ns: tuple[int, int] | None = None
         self._heartbeat_stop_pending: float | None = None
         self.heartbeats_stopped_until = -math.inf
+        self._owed: list[Action] = []  # for the current client: changes made between its steps
         self._last_quote: dict[OptionContract, OptionQuote] = {}
         self._quotes_owed: dict[OptionContract, int] = {}
         # Per contract, made once (the quote path runs for every quote): whether its quote and
@@ -219,6 +220,7 @@ class ThetaTerminal:
             old.evicted = True
             self.hub.poke(old.conn_id)
         self.current = session
+        self._owed.clear()  # (the last client's)
         self._attach(session.conn_id)
         return session
 
@@ -233,18 +235,34 @@ class ThetaTerminal:
         self._detach(old.conn_id)
         old.evicted = True
         self.current = None
+        self._owed.clear()
         self.hub.poke(old.conn_id)
 
-    def upstream_outage(self, duration: float) -> None:
+    def upstream_outage(self, duration: float, at: float | None = None) -> None:
         """The terminal loses Theta's servers for `duration` seconds: the WebSocket stays open,
-        heartbeats say DISCONNECTED, data stops; then the terminal resubscribes what it can."""
+        heartbeats say DISCONNECTED, data stops; then the terminal resubscribes what it can.
+        `at`: now (market seconds), for when no client is connected (`_take_effect`)."""
         self._outage_pending = max(duration, self._outage_pending or 0.0)
-        self._poke()
+        self._take_effect(at)
 
-    def heartbeat_stop(self, duration: float) -> None:
-        """No STATUS messages for `duration` seconds."""
+    def heartbeat_stop(self, duration: float, at: float | None = None) -> None:
+        """No STATUS messages for `duration` seconds (`at`: as for `upstream_outage`)."""
         self._heartbeat_stop_pending = max(duration, self._heartbeat_stop_pending or 0.0)
-        self._poke()
+        self._take_effect(at)
+
+    def _take_effect(self, at: float | None) -> None:
+        """A change to the upstream link takes effect at `at`, and what the connected client is
+        told of it goes out at its driver's next step. (Left to that step, a change made while
+        no client's driver would take one, a restart at the same second, started when the next
+        client came: `feedlab chaos --vendor theta --seed 17`, heartbeats stopped at 1 s for
+        21 s were missing from 49 s to 70 s.) Without `at`, at the client's next step."""
+        if at is not None:
+            told = self.advance(at)  # (with the client's owed, which it returns)
+            if self.current is None:
+                return  # nobody to tell
+            self._owed.extend(told)
+        if self.current is not None:
+            self.hub.poke(self.current.conn_id)
 
     def set_plan(
         self, *, options: Plan | None = None, stock: Plan | None = None, index: Plan | None = None
@@ -263,15 +281,11 @@ class ThetaTerminal:
     def upstream_down(self) -> bool:
         return self.upstream != CONNECTED
 
-    def _poke(self) -> None:
-        if self.current is not None:
-            self.hub.poke(self.current.conn_id)
-
     # -- time: the upstream link and heartbeats -------------------------------------------------
 
     def advance(self, now: float) -> list[Action]:
         """Apply due state changes of the upstream link; what the current client is told."""
-        out: list[Action] = []
+        out, self._owed = self._owed, []
         if self._outage_pending is not None:
             duration, self._outage_pending = self._outage_pending, None
             if self._down_until is None:
@@ -447,6 +461,7 @@ class ThetaTerminal:
         if self.current is session:
             self._detach(session.conn_id)
             self.current = None
+            self._owed.clear()
 
     # -- data --------------------------------------------------------------------------------
 
