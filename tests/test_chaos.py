@@ -188,6 +188,26 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
             fault("upstream_outage", at="41s", duration="27s"),
         ],
     ),
+    # Our close waited on a terminal withholding pongs; an oversize frame then made
+    # trio-websocket send a second close, and wsproto's refusal stopped the client.
+    # (clients/theta/client.py `_is_connection_error`; trio-websocket#175)
+    "theta-oversize-while-closing": (
+        "theta",
+        13,
+        [fault("withhold_pong", at="21s", duration="20s"), fault("oversize_frame", at="60s")],
+    ),
+    # A heartbeat stop at the second of a restart started at the next client's first step,
+    # 48 s late, and two reconnects in a row took the silence for dead sockets.
+    # tests/test_mock_theta.py
+    "theta-heartbeat-stop-in-a-restart": (
+        "theta",
+        17,
+        [
+            fault("restart", at="1s", duration="27s"),
+            fault("heartbeat_stop", at="1s", duration="21s"),
+            fault("drop", at="1s", events=8),
+        ],
+    ),
     # (`feedlab chaos --vendor theta --seed 14`, three bursts of x17 for 17 s, 40 s of wall
     # time, is not here: two quotes alike on Theta's wire counted as two events to deliver.
     # tests/test_scenario_runner.py)
