@@ -241,7 +241,7 @@ class ThetaTerminal:
     def upstream_outage(self, duration: float, at: float | None = None) -> None:
         """The terminal loses Theta's servers for `duration` seconds: the WebSocket stays open,
         heartbeats say DISCONNECTED, data stops; then the terminal resubscribes what it can.
-        `at`: now (market seconds), for when no client is connected (`_take_effect`)."""
+        `at`: now, in market seconds, when it takes effect (`_take_effect`)."""
         self._outage_pending = max(duration, self._outage_pending or 0.0)
         self._take_effect(at)
 
