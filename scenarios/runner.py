@@ -765,6 +765,17 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
                 break
     at = [d.at for d in obs.delivered]
     clock = mock.market.clock
+    # Events a fault removed on purpose (drop, corrupt) on the client's connections: data that
+    # came, and that the client could not have delivered: (market time, when its connection
+    # opened), by time. Only a connection opened after a disruption shows the client back.
+    removed = sorted(
+        ((event.ts_ns - clock.start_ns) / 1e9, record.opened_at)
+        for record in records.values()
+        for fate in ("dropped", "corrupted")
+        for event in record.events[fate]
+        if isinstance(event, OptionQuote | OptionTrade)
+    )
+    removed_at = [r[0] for r in removed]
     recoveries: list[float] = []
     unrecovered = 0
     for t in ready:
@@ -773,8 +784,17 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
         i = bisect.bisect_left(at, t)
         while i < len(obs.delivered) and obs.delivered[i].ts_ns < t_ns:
             i += 1
-        if i < len(obs.delivered):
-            back = obs.delivered[i].at
+        j = bisect.bisect_left(removed_at, t)
+        while j < len(removed) and removed[j][1] < t:
+            j += 1
+        if i < len(obs.delivered) or j < len(removed):
+            # Back at the first event after `t` delivered, or removed by a fault on a connection
+            # made since (a drop right after a reconnect counted as the client not being back:
+            # `feedlab chaos --vendor massive --seed 11`, 67 s).
+            back = min(
+                obs.delivered[i].at if i < len(obs.delivered) else math.inf,
+                removed[j][0] if j < len(removed) else math.inf,
+            )
         else:
             unrecovered += 1
             back = run.end

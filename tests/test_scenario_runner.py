@@ -198,6 +198,28 @@ duration = "25s"
     assert metrics["max_recovery"] - metrics["p50_recovery"] == pytest.approx(1.0)
 
 
+def test_events_a_fault_removed_after_a_reconnect_count_as_the_client_back() -> None:
+    """Found by `feedlab chaos --vendor massive --seed 11`: 20 events dropped on purpose right
+    after a reconnect counted as the client not being back yet (a recovery of 24.6 s here).
+    Removed on the connection a stall had taken, they show nothing: the client was not back."""
+    text = (
+        STORM.split("[[fault]]")[0]
+        + """
+[[fault]]
+kind = "{first}"
+at = "20s"
+[[fault]]
+kind = "drop"
+at = "21s"
+events = 20
+"""
+    )
+    after_cut = run_scenario_sync(parse_scenario(text.format(first="cut"))).metrics
+    assert after_cut["injected_loss"] == 20 and after_cut["max_recovery"] < 2.0
+    after_stall = run_scenario_sync(parse_scenario(text.format(first="stall"))).metrics
+    assert after_stall["max_recovery"] > 20.0  # the stall is noticed by a ping timeout
+
+
 def test_a_theta_quote_alike_on_the_wire_to_the_one_before_is_not_an_event_to_lose() -> None:
     """Found by `feedlab chaos --vendor theta --seed 14` (three bursts of x17 at once, 128,520
     events): two quotes in one millisecond, alike in all a Theta QUOTE message carries, are one
