@@ -28,7 +28,7 @@ import platform
 import random
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -506,12 +506,10 @@ def compare(run: _Run) -> Report:
                 contract = event.contract
                 if contract in run.contracts and contract not in first_ns:
                     first_ns[contract] = event.ts_ns
-    injected: Counter[tuple[str, OptionContract, int]] = Counter()
-    for record in records.values():
-        for fate in ("dropped", "corrupted"):
-            for event in record.events[fate]:
-                if isinstance(event, OptionQuote | OptionTrade):
-                    injected[(_kind(event), event.contract, event.ts_ns // 1_000_000)] += 1
+    injected: Counter[tuple[str, OptionContract, int]] = Counter(
+        (_kind(event), event.contract, event.ts_ns // 1_000_000)
+        for _, event in _removed_on_purpose(records)
+    )
 
     # Gap notices as windows per contract (None: every contract), Unix ns.
     windows: dict[OptionContract | None, list[tuple[int, int]]] = defaultdict(list)
@@ -721,6 +719,16 @@ def _error_cover(run: _Run, records: dict[int, Any]) -> int | None:
     return run.mock.market.clock.unix_ns(since)
 
 
+def _removed_on_purpose(records: dict[int, Any]) -> Iterator[tuple[Any, OptionQuote | OptionTrade]]:
+    """The quotes and trades a fault dropped or corrupted on the client's connections, each
+    with its connection's ledger record."""
+    for record in records.values():
+        for fate in ("dropped", "corrupted"):
+            for event in record.events[fate]:
+                if isinstance(event, OptionQuote | OptionTrade):
+                    yield record, event
+
+
 def _served_again(t: float, downtimes: list[tuple[float, float]]) -> float:
     """The first moment from `t` on outside every downtime (they may overlap or chain)."""
     moved = True
@@ -770,10 +778,7 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
     # opened), by time. Only a connection opened after a disruption shows the client back.
     removed = sorted(
         ((event.ts_ns - clock.start_ns) / 1e9, record.opened_at)
-        for record in records.values()
-        for fate in ("dropped", "corrupted")
-        for event in record.events[fate]
-        if isinstance(event, OptionQuote | OptionTrade)
+        for record, event in _removed_on_purpose(records)
     )
     removed_at = [r[0] for r in removed]
     recoveries: list[float] = []
