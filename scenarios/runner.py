@@ -463,6 +463,30 @@ def _distinct_on_thetas_wire(
     return out
 
 
+def _repeats_like_changes(records: dict[int, Any]) -> Counter[tuple[OptionContract, int]]:
+    """Theta's quotes carry no sequence number: a copy of a quote sent again after a different
+    quote of the same millisecond, with nothing newer between, is on the wire exactly a change
+    back (A, B, A), which a client must deliver. Per (contract, ms), how many such copies the
+    client's connections were sent: that many repeats delivered are no client's fault (found
+    by `feedlab chaos --vendor theta --seed 9`: a duplicate's copy held back by a reorder)."""
+    like_changes: Counter[tuple[OptionContract, int]] = Counter()
+    for record in records.values():
+        last: dict[OptionContract, tuple[int, float, float, int, int, int, int]] = {}
+        newest: dict[OptionContract, int] = {}
+        in_newest: dict[OptionContract, set[tuple[int, float, float, int, int, int, int]]] = {}
+        for event in record.events["sent"]:
+            if type(event) is not OptionQuote:
+                continue
+            contract, ms, wire = event.contract, event.ts_ns // 1_000_000, quote_on_the_wire(event)
+            if ms > newest.get(contract, -1):
+                newest[contract], in_newest[contract] = ms, set()
+            elif ms == newest[contract] and wire in in_newest[contract] and wire != last[contract]:
+                like_changes[(contract, ms)] += 1
+            in_newest[contract].add(wire)
+            last[contract] = wire
+    return like_changes
+
+
 def _key(kind: str, contract: OptionContract, exchange: str, ts_ns: int) -> Key:
     return (kind, contract, exchange, ts_ns // 1_000_000)
 
@@ -539,6 +563,7 @@ def compare(run: _Run) -> Report:
         delivered_by[(d.kind, d.contract, d.exchange)].append(d)
 
     rejected = set(obs.rejected)
+    thetas_like_changes = _repeats_like_changes(records) if s.vendor == "theta" else Counter()
     per_contract: dict[str, _Tally] = {}
     total = _Tally()
     unmatched = 0
@@ -555,10 +580,12 @@ def compare(run: _Run) -> Report:
             continue
         accounted.add(skey)
         published = published_by.get((stream.kind, stream.contract), [])
+        like_changes: Counter[tuple[OptionContract, int]] = Counter()
         if run.s.vendor == "theta" and stream.kind == "quote":
             published = _distinct_on_thetas_wire(published)
+            like_changes = thetas_like_changes
         t, extra = _account(
-            stream, published, delivered_by.get(skey, []), injected, covered, end_ns
+            stream, published, delivered_by.get(skey, []), injected, covered, end_ns, like_changes
         )
         t.stale_periods = _stale(run, published, delivered_by.get(skey, []), first_ns, stream)
         unmatched += extra
@@ -613,8 +640,10 @@ def _account(
     injected: Counter[tuple[str, OptionContract, int]],
     covered: Callable[[OptionContract, int], bool],
     end_ns: int,
+    like_changes: Counter[tuple[OptionContract, int]],
 ) -> tuple[_Tally, int]:
-    """Match one stream's deliveries to the market's events; (tally, unmatched deliveries)."""
+    """Match one stream's deliveries to the market's events; (tally, unmatched deliveries).
+    `like_changes`: repeats no client can tell from a change (`_repeats_like_changes`)."""
     assert stream.contract is not None
     tally = _Tally(published=len(published))
     remaining: dict[Key, deque[int]] = defaultdict(deque)  # key -> market sequences unmatched
@@ -637,7 +666,10 @@ def _account(
                 tally.out_of_order_delivered += 1
             highest = max(highest, sequence)
         elif key in seen:
-            tally.duplicates_delivered += 1
+            if like_changes[(stream.contract, key[3])] > 0:
+                like_changes[(stream.contract, key[3])] -= 1
+            else:
+                tally.duplicates_delivered += 1
         else:
             unmatched += 1
     for key, pending in remaining.items():

@@ -211,6 +211,14 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
     # (`feedlab chaos --vendor theta --seed 14`, three bursts of x17 for 17 s, 40 s of wall
     # time, is not here: two quotes alike on Theta's wire counted as two events to deliver.
     # tests/test_scenario_runner.py)
+    # A duplicate's copy held back by a reorder behind another quote of its millisecond: on
+    # Theta's wire (no sequence numbers) a change back, A, B, A, which the client must deliver;
+    # it counted as a duplicate delivered. tests/test_scenario_runner.py
+    "theta-repeat-like-a-change": (
+        "theta",
+        9,
+        [fault("duplicate", at="1s", events=5), fault("reorder", at="3s", events=2, by=3)],
+    ),
     # The cut's recovery was counted from the cut, inside the restart: 63 s over the 60 s bound.
     # tests/test_scenario_runner.py
     "theta-cut-in-a-restart": (

@@ -11,11 +11,17 @@ from pathlib import Path
 import pytest
 import trio
 
+from mocks.ledger import ConnectionRecord
 from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import parse_occ
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
-from scenarios.runner import _distinct_on_thetas_wire, run_scenario, run_scenario_sync
+from scenarios.runner import (
+    _distinct_on_thetas_wire,
+    _repeats_like_changes,
+    run_scenario,
+    run_scenario_sync,
+)
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
 
@@ -226,12 +232,26 @@ def test_a_theta_quote_alike_on_the_wire_to_the_one_before_is_not_an_event_to_lo
     message twice; the client drops the second as a duplicate, and the ground truth counted
     it lost. Alike but for the sequence number, or not one after the other, they count."""
     contract = parse_occ("O:SPY250321C00575000")
-    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, 300, 301, 10)
+    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, "XCBO", "C2OX", 10)
     twin = a._replace(ts_ns=1_000_000_999, sequence=12)  # the same millisecond on the wire
     b = a._replace(bid=1.05, sequence=13)
     later = a._replace(ts_ns=1_001_000_000, sequence=14)
     quotes: list[OptionQuote | OptionTrade] = [a, twin, b, a, later]
     assert _distinct_on_thetas_wire(quotes) == [a, b, a, later]
+
+
+def test_a_theta_repeat_after_a_change_of_the_same_millisecond_is_no_clients_fault() -> None:
+    """Found by `feedlab chaos --vendor theta --seed 9` (a duplicate, then a reorder holding one
+    copy back): A, B, A in one millisecond on a wire without sequence numbers is a change back,
+    which a client must deliver; that repeat is excused. A, A, or a copy after a newer
+    quote, a client can tell: not excused."""
+    contract = parse_occ("O:SPY250321C00575000")
+    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, "XCBO", "C2OX", 10)
+    b = a._replace(bid=1.05, sequence=11)
+    later = a._replace(ts_ns=1_001_000_000, sequence=12)
+    record = ConnectionRecord(1, 0.0)
+    record.events["sent"] = [a, a, b, a, later, a, b]
+    assert _repeats_like_changes({1: record}) == {(contract, 1000): 1}
 
 
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
