@@ -445,46 +445,64 @@ def describe(exc: BaseException) -> str:
 Key = tuple[str, OptionContract, str, int]  # kind, contract, exchange, event time in ms
 
 
-def _distinct_on_thetas_wire(
-    quotes: list[OptionQuote | OptionTrade],
-) -> list[OptionQuote | OptionTrade]:
-    """Theta's quotes carry no sequence number: a quote alike on the wire to the one before it
-    (the same millisecond, prices, sizes and exchanges) is that message again, which a client
-    must drop as it drops a duplicate; counted, it was a loss no client could avoid (found by
-    `feedlab chaos --vendor theta --seed 14`, three bursts of x17 at once)."""
-    out: list[OptionQuote | OptionTrade] = []
-    last = None
-    for quote in quotes:
-        assert isinstance(quote, OptionQuote)
-        seen = quote_on_the_wire(quote)
-        if seen != last:
-            out.append(quote)
-        last = seen
-    return out
+Wire = tuple[int, float, float, int, int, int, int]  # what a Theta QUOTE message says
 
 
-def _repeats_like_changes(records: dict[int, Any]) -> Counter[tuple[OptionContract, int]]:
-    """Theta's quotes carry no sequence number: a copy of a quote sent again after a different
-    quote of the same millisecond, with nothing newer between, is on the wire exactly a change
-    back (A, B, A), which a client must deliver. Per (contract, ms), how many such copies the
-    client's connections were sent: that many repeats delivered are no client's fault (found
-    by `feedlab chaos --vendor theta --seed 9`: a duplicate's copy held back by a reorder)."""
-    like_changes: Counter[tuple[OptionContract, int]] = Counter()
-    for record in records.values():
-        last: dict[OptionContract, tuple[int, float, float, int, int, int, int]] = {}
-        newest: dict[OptionContract, int] = {}
-        in_newest: dict[OptionContract, set[tuple[int, float, float, int, int, int, int]]] = {}
-        for event in record.events["sent"]:
-            if type(event) is not OptionQuote:
-                continue
-            contract, ms, wire = event.contract, event.ts_ns // 1_000_000, quote_on_the_wire(event)
-            if ms > newest.get(contract, -1):
-                newest[contract], in_newest[contract] = ms, set()
-            elif ms == newest[contract] and wire in in_newest[contract] and wire != last[contract]:
-                like_changes[(contract, ms)] += 1
-            in_newest[contract].add(wire)
-            last[contract] = wire
-    return like_changes
+@dataclass
+class _ThetasWire:
+    """What the order of Theta's QUOTE messages on the client's connections does to what a
+    client can deliver. They carry no sequence number, so a client tells a repeat from a
+    change by the message alone:
+    - `unseen`, per (contract, ns): market quotes sent only as a message alike to the one just
+      before (the same millisecond, prices, sizes, exchanges): that message again, which a
+      client must drop as it drops a duplicate. (Found by `feedlab chaos --vendor theta`:
+      seed 14, three bursts of x17 making twins; seed 18, a `stale` fault in bursts making
+      quotes of one millisecond alike.)
+    - `like_changes`, per (contract, ms): copies of a quote sent again after a different quote
+      of the same millisecond, nothing newer between: on the wire a change back (A, B, A),
+      which a client must deliver. (Seed 9: a duplicate's copy held back by a reorder.)"""
+
+    unseen: Counter[tuple[OptionContract, int]] = field(default_factory=Counter)
+    like_changes: Counter[tuple[OptionContract, int]] = field(default_factory=Counter)
+
+    @classmethod
+    def read(cls, records: dict[int, Any]) -> _ThetasWire:
+        wire = cls()
+        for record in records.values():
+            last: dict[OptionContract, tuple[OptionQuote, Wire]] = {}
+            newest: dict[OptionContract, int] = {}
+            in_newest: dict[OptionContract, set[Wire]] = {}
+            for event in record.events["sent"]:
+                if type(event) is not OptionQuote:
+                    continue
+                contract, ms, said = (
+                    event.contract,
+                    event.ts_ns // 1_000_000,
+                    quote_on_the_wire(event),
+                )
+                before = last.get(contract)
+                if before is not None and before[1] == said:
+                    if (before[0].ts_ns, before[0].sequence) != (event.ts_ns, event.sequence):
+                        wire.unseen[(contract, event.ts_ns)] += 1  # not a copy: another quote
+                elif ms > newest.get(contract, -1):
+                    newest[contract], in_newest[contract] = ms, set()
+                elif ms == newest[contract] and said in in_newest[contract]:
+                    wire.like_changes[(contract, ms)] += 1
+                in_newest[contract].add(said)
+                last[contract] = (event, said)
+        return wire
+
+    def visible(self, quotes: list[OptionQuote | OptionTrade]) -> list[OptionQuote | OptionTrade]:
+        """The market's quotes less those no client could see."""
+        unseen = Counter(self.unseen)
+        out = []
+        for quote in quotes:
+            key = (quote.contract, quote.ts_ns)
+            if unseen[key] > 0:
+                unseen[key] -= 1
+            else:
+                out.append(quote)
+        return out
 
 
 def _key(kind: str, contract: OptionContract, exchange: str, ts_ns: int) -> Key:
@@ -563,7 +581,7 @@ def compare(run: _Run) -> Report:
         delivered_by[(d.kind, d.contract, d.exchange)].append(d)
 
     rejected = set(obs.rejected)
-    thetas_like_changes = _repeats_like_changes(records) if s.vendor == "theta" else Counter()
+    thetas_wire = _ThetasWire.read(records) if s.vendor == "theta" else _ThetasWire()
     per_contract: dict[str, _Tally] = {}
     total = _Tally()
     unmatched = 0
@@ -582,8 +600,8 @@ def compare(run: _Run) -> Report:
         published = published_by.get((stream.kind, stream.contract), [])
         like_changes: Counter[tuple[OptionContract, int]] = Counter()
         if run.s.vendor == "theta" and stream.kind == "quote":
-            published = _distinct_on_thetas_wire(published)
-            like_changes = thetas_like_changes
+            published = thetas_wire.visible(published)
+            like_changes = thetas_wire.like_changes
         t, extra = _account(
             stream, published, delivered_by.get(skey, []), injected, covered, end_ns, like_changes
         )
@@ -643,7 +661,7 @@ def _account(
     like_changes: Counter[tuple[OptionContract, int]],
 ) -> tuple[_Tally, int]:
     """Match one stream's deliveries to the market's events; (tally, unmatched deliveries).
-    `like_changes`: repeats no client can tell from a change (`_repeats_like_changes`)."""
+    `like_changes`: repeats no client can tell from a change (`_ThetasWire`)."""
     assert stream.contract is not None
     tally = _Tally(published=len(published))
     remaining: dict[Key, deque[int]] = defaultdict(deque)  # key -> market sequences unmatched

@@ -16,12 +16,7 @@ from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import parse_occ
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
-from scenarios.runner import (
-    _distinct_on_thetas_wire,
-    _repeats_like_changes,
-    run_scenario,
-    run_scenario_sync,
-)
+from scenarios.runner import _ThetasWire, run_scenario, run_scenario_sync
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
 
@@ -226,18 +221,30 @@ events = 20
     assert after_stall["max_recovery"] > 20.0  # the stall is noticed by a ping timeout
 
 
+def _sent(*quotes: OptionQuote) -> dict[int, ConnectionRecord]:
+    record = ConnectionRecord(1, 0.0)
+    record.events["sent"] = list(quotes)
+    return {1: record}
+
+
+CONTRACT = parse_occ("O:SPY250321C00575000")
+A = OptionQuote(1_000_000_123, CONTRACT, 1.0, 1.1, 5, 7, "XCBO", "C2OX", 10)
+
+
 def test_a_theta_quote_alike_on_the_wire_to_the_one_before_is_not_an_event_to_lose() -> None:
     """Found by `feedlab chaos --vendor theta --seed 14` (three bursts of x17 at once, 128,520
-    events): two quotes in one millisecond, alike in all a Theta QUOTE message carries, are one
-    message twice; the client drops the second as a duplicate, and the ground truth counted
-    it lost. Alike but for the sequence number, or not one after the other, they count."""
-    contract = parse_occ("O:SPY250321C00575000")
-    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, "XCBO", "C2OX", 10)
-    twin = a._replace(ts_ns=1_000_000_999, sequence=12)  # the same millisecond on the wire
-    b = a._replace(bid=1.05, sequence=13)
-    later = a._replace(ts_ns=1_001_000_000, sequence=14)
-    quotes: list[OptionQuote | OptionTrade] = [a, twin, b, a, later]
-    assert _distinct_on_thetas_wire(quotes) == [a, b, a, later]
+    events), and again by seed 18 (a `stale` fault in bursts): two quotes in one millisecond,
+    alike in all a Theta QUOTE message carries, are one message twice; the client drops the
+    second as a duplicate, and the ground truth counted it lost. A copy of the same quote (a
+    duplicate) is not another quote; alike but not one after the other, they count."""
+    twin = A._replace(ts_ns=1_000_000_999, sequence=12)  # the same millisecond on the wire
+    b = A._replace(bid=1.05, sequence=13)
+    back = A._replace(ts_ns=1_000_000_500, sequence=14)  # a change back: a quote of its own
+    later = A._replace(ts_ns=1_001_000_000, sequence=15)
+    wire = _ThetasWire.read(_sent(A, twin, twin, b, back, later))
+    assert wire.unseen == {(CONTRACT, twin.ts_ns): 1}
+    market: list[OptionQuote | OptionTrade] = [A, twin, b, back, later]
+    assert wire.visible(market) == [A, b, back, later]
 
 
 def test_a_theta_repeat_after_a_change_of_the_same_millisecond_is_no_clients_fault() -> None:
@@ -245,13 +252,11 @@ def test_a_theta_repeat_after_a_change_of_the_same_millisecond_is_no_clients_fau
     copy back): A, B, A in one millisecond on a wire without sequence numbers is a change back,
     which a client must deliver; that repeat is excused. A, A, or a copy after a newer
     quote, a client can tell: not excused."""
-    contract = parse_occ("O:SPY250321C00575000")
-    a = OptionQuote(1_000_000_123, contract, 1.0, 1.1, 5, 7, "XCBO", "C2OX", 10)
-    b = a._replace(bid=1.05, sequence=11)
-    later = a._replace(ts_ns=1_001_000_000, sequence=12)
-    record = ConnectionRecord(1, 0.0)
-    record.events["sent"] = [a, a, b, a, later, a, b]
-    assert _repeats_like_changes({1: record}) == {(contract, 1000): 1}
+    b = A._replace(bid=1.05, sequence=11)
+    later = A._replace(ts_ns=1_001_000_000, sequence=12)
+    wire = _ThetasWire.read(_sent(A, A, b, A, later, A, b))
+    assert wire.like_changes == {(CONTRACT, 1000): 1}
+    assert not wire.unseen
 
 
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
