@@ -30,8 +30,8 @@ from mocks.serve import LIVE_RESOLUTION
 from mocks.server import Connection
 from mocks.sim.market import MarketSettings
 from mocks.testing import MockService, run_mock
+from scenarios.ground_truth import subscription_view
 from scenarios.model import Scenario
-from scenarios.runner import subscription_view
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
 

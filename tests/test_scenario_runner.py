@@ -14,9 +14,10 @@ import trio
 from mocks.ledger import ConnectionRecord
 from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import parse_occ
+from scenarios.ground_truth import _ThetasWire
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
-from scenarios.runner import _ThetasWire, run_scenario, run_scenario_sync
+from scenarios.runner import run_scenario, run_scenario_sync
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
 

@@ -711,7 +711,7 @@ def quote_on_the_wire(quote: OptionQuote) -> tuple[int, float, float, int, int, 
     """What a QUOTE message tells of a quote (`ThetaTerminal._quote_message`): no sequence
     number, the time to the millisecond, the exchanges as Theta's codes. Two quotes of a
     contract alike in these are one message twice on the wire, which a client cannot tell
-    from a duplicate (the scenario runner counts them as one event)."""
+    from a duplicate (`scenarios.ground_truth` counts them as one event)."""
     exchanges = codes.OPTION_EXCHANGES
     return (
         quote.ts_ns // 1_000_000,
