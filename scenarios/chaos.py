@@ -6,8 +6,9 @@ schedule that breaks an invariant is shrunk to a minimal one and written as a sc
 
 The invariants are the headline ones of DESIGN.md principle 8, as scenario expectations (so the
 file written reproduces the verdict under `feedlab run`): nothing lost silently, nothing
-delivered twice, recovery within a bound; plus the client neither crashes nor hangs, each run
-bounded in virtual and in wall time.
+delivered twice, recovery within a bound, the subscriptions restored exactly (which also covers
+the streams outside the loss accounting: aggregates, index prices, snapshots); plus the client
+neither crashes nor hangs, each run bounded in virtual and in wall time.
 
 Determinism: the search is a pure function of its settings. Hypothesis runs with a fixed seed and
 no example database, and each run is a pure function of (scenario, seed) (the runner's promise),
@@ -135,6 +136,7 @@ class SearchSettings:
             "silent_loss": 0,
             "duplicates_delivered": 0,
             "max_recovery": self.max_recovery,
+            "resubscribed_exactly": 1.0,
             "client_errors": 0,
         }
 

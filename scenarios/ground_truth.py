@@ -372,12 +372,12 @@ def compare(run: _Run) -> Report:
     metrics["reconnects"] = sum(
         1 for r in conns[1:] if r.opened_at >= first_break
     )  # the first connection never reconnects
-    recoveries, unrecovered = _recoveries(run, records)
+    recoveries, unrecovered, away = _recoveries(run, records)
     metrics["max_recovery"] = round(max(recoveries), 6) if recoveries else 0.0
     ordered = sorted(recoveries)
     metrics["p50_recovery"] = round(ordered[(len(ordered) - 1) // 2], 6) if ordered else 0.0
     metrics["unrecovered"] = unrecovered
-    metrics["resubscribed_exactly"] = _resubscribed(obs.samples)
+    metrics["resubscribed_exactly"] = _resubscribed(obs.samples, away)
     metrics["gap_notices"] = len(obs.gaps)
     metrics["rejected"] = len(obs.rejected)
     metrics["client_errors"] = 0 if obs.error is None else 1
@@ -538,15 +538,18 @@ def _served_again(t: float, downtimes: list[tuple[float, float]]) -> float:
     return t
 
 
-def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
+def _recoveries(
+    run: _Run, records: dict[int, Any]
+) -> tuple[list[float], int, list[tuple[float, float]]]:
     """Seconds from each moment the mock could serve again after a disruption to the first
     event the application received that the market made after that moment, less the time a
     restart or an upstream outage in between served nobody. A disruption inside one is served
     again when that ends. (Counted whole, a cut during a restart, or a restart followed a
-    second later by another, read the mock's downtime as the client's recovery: 60-63 s.)"""
+    second later by another, read the mock's downtime as the client's recovery: 60-63 s.)
+    Also: how many were never recovered, and each disruption's (start, back) in market time."""
     mock, obs = run.mock, run.obs
     client_ids = set(records)
-    ready: list[float] = []
+    ready: list[tuple[float, float]] = []  # (when the disruption began, when served again)
     downtimes: list[tuple[float, float]] = []  # when the mock served nobody's data
     for applied in mock.director.applied:
         kind = applied.fault.kind
@@ -556,9 +559,9 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
             duration = applied.fault.duration
             ends = applied.time + (duration if duration is not None else _DEFAULT_DOWNTIME[kind])
             downtimes.append((applied.time, ends))
-            ready.append(ends)
+            ready.append((applied.time, ends))
         elif set(applied.connections) & client_ids:
-            ready.append(applied.time)
+            ready.append((applied.time, applied.time))
     for actor in obs.actors:  # an actor that took the client's connection away
         ids = actor["connections"]
         if not ids:
@@ -567,7 +570,7 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
         actor_end = record.closed_at if record is not None and record.closed_at else math.inf
         for r in records.values():
             if r.closed_at is not None and actor["time"] <= r.closed_at <= actor_end:
-                ready.append(r.closed_at)
+                ready.append((r.closed_at, r.closed_at))
                 break
     at = [d.at for d in obs.delivered]
     clock = mock.market.clock
@@ -581,7 +584,8 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
     removed_at = [r[0] for r in removed]
     recoveries: list[float] = []
     unrecovered = 0
-    for t in ready:
+    away: list[tuple[float, float]] = []
+    for began, t in ready:
         t = _served_again(t, downtimes)
         t_ns = clock.unix_ns(t)
         i = bisect.bisect_left(at, t)
@@ -602,7 +606,8 @@ def _recoveries(run: _Run, records: dict[int, Any]) -> tuple[list[float], int]:
             unrecovered += 1
             back = run.end
         recoveries.append(back - t - _down_between(t, back, downtimes))
-    return recoveries, unrecovered
+        away.append((began, back))
+    return recoveries, unrecovered, away
 
 
 def _down_between(start: float, end: float, downtimes: list[tuple[float, float]]) -> float:
@@ -616,15 +621,24 @@ def _down_between(start: float, end: float, downtimes: list[tuple[float, float]]
     return total
 
 
-def _resubscribed(samples: list[tuple[float, frozenset[str]]]) -> bool:
+def _resubscribed(
+    samples: list[tuple[float, frozenset[str]]], away: list[tuple[float, float]]
+) -> bool:
     """The first non-empty view (before the first disruption) must be the view before every
-    later disruption and at the end."""
+    later disruption the client was back from the last one by, and at the end. (A view taken
+    while the client was still away, a cut a second after a restart, is no client's fault:
+    found by a chaos search with this metric as an invariant.)"""
     views = [view for _, view in samples]
     baseline = next((v for v in views if v), None)
     if baseline is None:
         return True
     index = views.index(baseline)
-    return all(v == baseline for v in views[index:])
+    last = len(samples) - 1  # the view at the end: the client had the settle time
+    return all(
+        view == baseline
+        for i, (at, view) in enumerate(samples[index:], start=index)
+        if i == last or not any(began <= at < back for began, back in away)
+    )
 
 
 def _check(key: str, bound: float, metrics: dict[str, Any]) -> Expectation:

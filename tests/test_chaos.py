@@ -231,6 +231,14 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
             fault("burst", at="1s", duration="5s", factor=19.0),
         ],
     ),
+    # With `resubscribed_exactly` an invariant: the view sampled before the cut, a second
+    # after a restart, while the client was still away, was held against it.
+    # tests/test_scenario_runner.py
+    "massive-view-while-away": (
+        "massive",
+        1,
+        [fault("restart", at="1s", duration="1s"), fault("cut", at="2s")],
+    ),
     # The cut's recovery was counted from the cut, inside the restart: 63 s over the 60 s bound.
     # tests/test_scenario_runner.py
     "theta-cut-in-a-restart": (

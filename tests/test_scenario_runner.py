@@ -14,7 +14,7 @@ import trio
 from mocks.ledger import ConnectionRecord
 from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import parse_occ
-from scenarios.ground_truth import _ThetasWire
+from scenarios.ground_truth import _resubscribed, _ThetasWire
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
 from scenarios.runner import run_scenario, run_scenario_sync
@@ -258,6 +258,19 @@ def test_a_theta_repeat_after_a_change_of_the_same_millisecond_is_no_clients_fau
     wire = _ThetasWire.read(_sent(A, A, b, A, later, A, b))
     assert wire.like_changes == {(CONTRACT, 1000): 1}
     assert not wire.unseen
+
+
+def test_subscriptions_are_judged_only_once_the_client_is_back_and_always_at_the_end() -> None:
+    """A view sampled while the client was still away from an earlier disruption (a cut a
+    second after a restart: found by the chaos search once this was an invariant) is left out;
+    the view at the end never is."""
+    subs = frozenset({"Q.O:SPY250321C00560000"})
+    samples = [(0.75, subs), (1.75, frozenset()), (5.0, subs), (60.0, subs)]
+    assert _resubscribed(samples, away=[(1.0, 2.6)])
+    assert not _resubscribed(samples, away=[])
+    assert not _resubscribed(samples, away=[(1.0, 1.5)])  # back by then: it counts
+    never_back = [(0.75, subs), (60.0, frozenset())]
+    assert not _resubscribed(never_back, away=[(1.0, 60.0)])
 
 
 def test_expectations_are_maxima_and_min_prefixed_minima() -> None:
