@@ -8,6 +8,9 @@ or `feedlab chaos --client scenarios.naive:NAME` names them. The flaw, and the f
 - `massive_forgets_subscriptions`: does not subscribe again after a reconnect (any drop);
 - `massive_keeps_duplicates`: delivers a repeated `q` instead of dropping it (`duplicate`);
 - `massive_no_gap_notice`: resubscribes but never says what it may have missed (any drop);
+- `massive_forgets_aggregates`: resubscribes quotes and trades after a reconnect, not the
+  aggregates (any drop; only `resubscribed_exactly` sees it: bars are outside the loss
+  accounting);
 - `theta_reuses_request_ids`: numbers requests from 0 on every connection and trusts the
   terminal to restore its streams after an upstream outage (a drop, then an outage);
 - `amberdata_keeps_old_ids`: routes pushes by the first connection's subscription ids after a
@@ -53,6 +56,23 @@ class _ForgetfulMassive(MassiveClient):
         remembered, slot.subscriptions = slot.subscriptions, {}
         try:
             await super()._become_ready(session)
+        finally:
+            slot.subscriptions = remembered
+
+
+class _ForgetfulOfAggregates(_ForgetfulMassive):
+    """Resubscribes quotes and trades after a reconnect, and forgets the aggregates (`A`, `AM`):
+    the application goes on believing its bars will come."""
+
+    async def _become_ready(self, session: _MassiveSession) -> None:
+        slot = session.slot
+        if slot.index not in self._ready_before:
+            await super()._become_ready(session)
+            return
+        remembered = slot.subscriptions
+        slot.subscriptions = {s: v for s, v in remembered.items() if s.split(".")[0] in ("Q", "T")}
+        try:
+            await MassiveClient._become_ready(self, session)
         finally:
             slot.subscriptions = remembered
 
@@ -113,6 +133,11 @@ def massive_forgets_subscriptions(
         seed=seed,
         **options,
     )
+
+
+def massive_forgets_aggregates(**arguments: Any) -> MassiveClient:
+    """Massive client that resubscribes quotes and trades after a reconnect, not aggregates."""
+    return _massive(_ForgetfulOfAggregates, **arguments)
 
 
 def massive_keeps_duplicates(

@@ -33,6 +33,19 @@ def test_search_finds_the_flaw_and_shrinks_it(vendor: str, name: str, metric: st
     assert not run_example(build_scenario(settings(vendor), found.faults)).failed
 
 
+def test_search_sees_a_forgotten_stream_outside_the_loss_accounting() -> None:
+    """Aggregates have no identity to account for: only the restored subscriptions show that a
+    reconnect forgot them."""
+    subscribe = ("Q.O:SPY250321C00560000", "T.O:SPY250321C00560000", "AM.O:SPY250321C00560000")
+    flawed = "scenarios.naive:massive_forgets_aggregates"
+    result = search(settings("massive", flawed, examples=50, shrink_runs=40, subscribe=subscribe))
+    assert result.finding is not None
+    assert result.finding.problems == ("resubscribed_exactly = 0 (bound 1)",)
+    assert len(result.finding.scenario.faults) == 1
+    builtin = settings("massive", subscribe=subscribe)
+    assert not run_example(build_scenario(builtin, result.finding.scenario.faults)).failed
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_a_short_search_finds_nothing_against_the_builtin_client(vendor: str) -> None:
     result = search(settings(vendor, examples=12))
