@@ -239,6 +239,18 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
         1,
         [fault("restart", at="1s", duration="1s"), fault("cut", at="2s")],
     ),
+    # The same in the client's own reconnect: a latency fault made it give up on a connection
+    # (no disruption of the mock's), and the view was sampled 1.2 s into the next one.
+    "massive-view-in-its-own-reconnect": (
+        "massive",
+        3,
+        [
+            fault("cut", at="66s"),
+            fault("withhold_pong", at="72s", duration="15s"),
+            fault("latency", at="93s", duration="15s", ms=616.0, jitter_ms=0.0),
+            fault("cut", at="108s"),
+        ],
+    ),
     # The cut's recovery was counted from the cut, inside the restart: 63 s over the 60 s bound.
     # tests/test_scenario_runner.py
     "theta-cut-in-a-restart": (
