@@ -47,13 +47,17 @@ class _ForgetfulMassive(MassiveClient):
         super().__init__(*args, **kwargs)
         self._ready_before: set[int] = set()
 
+    def _kept_on_reconnect(self, subscription: str) -> bool:
+        return False
+
     async def _become_ready(self, session: _MassiveSession) -> None:
         slot = session.slot
         if slot.index not in self._ready_before:
             self._ready_before.add(slot.index)
             await super()._become_ready(session)
             return
-        remembered, slot.subscriptions = slot.subscriptions, {}
+        remembered = slot.subscriptions
+        slot.subscriptions = {s: v for s, v in remembered.items() if self._kept_on_reconnect(s)}
         try:
             await super()._become_ready(session)
         finally:
@@ -64,17 +68,8 @@ class _ForgetfulOfAggregates(_ForgetfulMassive):
     """Resubscribes quotes and trades after a reconnect, and forgets the aggregates (`A`, `AM`):
     the application goes on believing its bars will come."""
 
-    async def _become_ready(self, session: _MassiveSession) -> None:
-        slot = session.slot
-        if slot.index not in self._ready_before:
-            await super()._become_ready(session)
-            return
-        remembered = slot.subscriptions
-        slot.subscriptions = {s: v for s, v in remembered.items() if s.split(".")[0] in ("Q", "T")}
-        try:
-            await MassiveClient._become_ready(self, session)
-        finally:
-            slot.subscriptions = remembered
+    def _kept_on_reconnect(self, subscription: str) -> bool:
+        return subscription.split(".")[0] in ("Q", "T")
 
 
 class _DuplicatingMassive(MassiveClient):
