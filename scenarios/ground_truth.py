@@ -35,7 +35,7 @@ from mocks.sim.contracts import OptionContract
 from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import SymbolError
 from mocks.testing import MockService
-from mocks.theta.terminal import quote_on_the_wire
+from mocks.theta.terminal import QuoteOnTheWire, quote_on_the_wire
 from mocks.vendors import vendor_spec
 from scenarios.model import BOOL_METRICS, expectation_metric
 from scenarios.report import Expectation, Report
@@ -193,9 +193,6 @@ class Observation:
 Key = tuple[str, OptionContract, str, int]  # kind, contract, exchange, event time in ms
 
 
-Wire = tuple[int, float, float, int, int, int, int]  # what a Theta QUOTE message says
-
-
 @dataclass
 class _ThetasWire:
     """What the order of Theta's QUOTE messages on the client's connections does to what a
@@ -217,9 +214,9 @@ class _ThetasWire:
     def read(cls, records: dict[int, Any]) -> _ThetasWire:
         wire = cls()
         for record in records.values():
-            last: dict[OptionContract, tuple[OptionQuote, Wire]] = {}
+            last: dict[OptionContract, tuple[OptionQuote, QuoteOnTheWire]] = {}
             newest: dict[OptionContract, int] = {}
-            in_newest: dict[OptionContract, set[Wire]] = {}
+            in_newest: dict[OptionContract, set[QuoteOnTheWire]] = {}
             for event in record.events["sent"]:
                 if type(event) is not OptionQuote:
                     continue

@@ -707,7 +707,10 @@ class ThetaSession:
         self.terminal.closed(self)
 
 
-def quote_on_the_wire(quote: OptionQuote) -> tuple[int, float, float, int, int, int, int]:
+QuoteOnTheWire = tuple[int, float, float, int, int, int, int]  # ms, bid, ask, sizes, exchanges
+
+
+def quote_on_the_wire(quote: OptionQuote) -> QuoteOnTheWire:
     """What a QUOTE message tells of a quote (`ThetaTerminal._quote_message`): no sequence
     number, the time to the millisecond, the exchanges as Theta's codes. Two quotes of a
     contract alike in these are one message twice on the wire, which a client cannot tell
