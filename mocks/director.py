@@ -101,6 +101,35 @@ class MessageFaults:
                 events = self._apply(active, conn, events)
         return events
 
+    def next_release(self, conn: Connection) -> float | None:
+        """When (market time) the oldest event a reorder holds for this connection is `within`
+        old: it goes out then even if no later event has come to pass it. (It waited for one:
+        on a contract that quotes every few seconds a held quote was a delay of seconds, which a
+        client's staleness check takes for a silent feed, not a reorder.)"""
+        t_of = self.server.market.clock.t_of
+        times = [
+            t_of(min(event[0] for _, event in held) + _within_ns(active))
+            for active in self.active
+            if (held := active.held.get(conn.conn_id))
+        ]
+        return min(times, default=None)
+
+    def released(self, conn: Connection, now: float) -> list[Event]:
+        """What reorders hold for this connection that is `within` old by `now`, oldest first."""
+        now_ns = self.server.market.clock.unix_ns(now)
+        out: list[Event] = []
+        for active in self.active:
+            held = active.held.get(conn.conn_id)
+            if not held:
+                continue
+            limit = now_ns - _within_ns(active)
+            out += [event for _, event in held if event[0] <= limit]
+            held[:] = [h for h in held if h[1][0] > limit]
+            if not held:
+                del active.held[conn.conn_id]
+        out.sort(key=lambda event: event[0])
+        return out
+
     def _holds(self, active: _Active) -> bool:
         """Whether a reorder still holds events for a connection that is open (what it held
         for one that has closed is lost with it)."""
@@ -138,9 +167,10 @@ class MessageFaults:
         if kind == "reorder":
             # Held on the connection it was meant for (a new connection is not sent the last
             # one's), until `by` later events passed it, and never behind an event more than
-            # `within` newer: out of order by at most that much market time.
+            # `within` newer: out of order by at most that much market time. (With no later
+            # event, `released` lets it out once it is `within` old.)
             by = int(active.fault.param("by"))
-            within_ns = round(float(active.fault.param("within")) * 1e9)
+            within_ns = _within_ns(active)
             held = active.held.setdefault(number, [])
             for event in events:
                 if self._hit(active, event):
@@ -213,6 +243,10 @@ class MessageFaults:
                 corrupt(frame.data, str(active.fault.param("mode")), active.rng), frame.events
             )
         return frame
+
+
+def _within_ns(active: _Active) -> int:
+    return round(float(active.fault.param("within")) * 1e9)
 
 
 def corrupt(data: str | bytes, mode: str, rng: random.Random) -> str | bytes:

@@ -165,7 +165,12 @@ KINDS: dict[str, FaultKind] = _kinds(
             Param("by", int, 2, "how many later events overtake each held one"),
             # Out of order is a matter of milliseconds at the vendors; on a quiet contract the
             # `by` later events took seconds, beyond any client's allowance for it.
-            Param("within", "duration", 1.0, "never behind an event newer than this by more"),
+            Param(
+                "within",
+                "duration",
+                1.0,
+                "held no longer than this (market time), nor behind an event newer by more",
+            ),
         ),
         lasts=True,
         per_message=True,

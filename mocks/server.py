@@ -52,6 +52,12 @@ class MessageFilter(Protocol):
 
     def on_frame(self, conn: Connection, frame: Send) -> Send: ...
 
+    def next_release(self, conn: Connection) -> float | None:
+        """When (market time) an event held back for this connection is due out anyway."""
+
+    def released(self, conn: Connection, now: float) -> list[Event]:
+        """Events held back for this connection that are due out by `now`."""
+
 
 class WireObserver(Protocol):
     """Sees every connection's wire traffic as it happens: the recorder is one."""
@@ -297,7 +303,7 @@ class Connection:
                 if not await self._perform(session.opened(market.now())):
                     return
                 while True:
-                    deadline = session.next_deadline()
+                    deadline = self._next_deadline()
                     # Meanwhile the feed may send for this connection (`_send_now`); it wakes
                     # the driver only for a timer earlier than this one, or one already due.
                     self._parked, self._armed = True, deadline
@@ -333,6 +339,16 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.link)
 
+    def _next_deadline(self) -> float | None:
+        """The session's next timer, or an event a fault holds back that is due out sooner."""
+        deadline = self.session.next_deadline()
+        faults = self.server.faults
+        if faults is not None and not faults.quiet:
+            release = faults.next_release(self)
+            if release is not None and (deadline is None or release < deadline):
+                return release
+        return deadline
+
     async def _step(self, session: Session, now: float) -> bool:
         if self._failed is not None:
             raise self._failed
@@ -362,6 +378,11 @@ class Connection:
             if faults is not None and not faults.quiet:
                 events = faults.on_events(self, events, now)
             if events and not await self._perform(session.publish(events, now)):
+                return False
+        faults = self.server.faults
+        if faults is not None and not faults.quiet:
+            released = faults.released(self, now)
+            if released and not await self._perform(session.publish(released, now)):
                 return False
         deadline = session.next_deadline()
         if self._poked or (deadline is not None and deadline <= now):

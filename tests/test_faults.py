@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -33,9 +34,9 @@ TICKER = "O:SPY250321C00575000"
 
 @asynccontextmanager
 async def echo(
-    faults: tuple[Fault, ...] = (), max_buffer: int = 50_000
+    faults: tuple[Fault, ...] = (), max_buffer: int = 50_000, activity: float = 1.0
 ) -> AsyncIterator[tuple[MockServer, Director]]:
-    market = Market(MarketSettings(seed=2))
+    market = Market(MarketSettings(seed=2, activity=activity))
     hub = Hub(market)
     server = MockServer(EchoServer(hub), hub, market, seed=2, max_buffer=max_buffer)
     director = Director(server, faults, seed=2, parse_contract=parse_occ)
@@ -311,6 +312,28 @@ async def test_a_held_event_is_never_behind_one_more_than_within_newer(
         late = next(i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1])
         assert 0 < stamps[late - 1] - stamps[late] <= 1_000_000_000  # ns: by 1 s at most
         assert len(stamps) - late > 10  # it did not wait for the 10,000 later events
+
+
+async def test_a_held_event_waits_no_longer_than_within_on_a_quiet_contract(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """With no later event to pass it (a contract that quotes every few seconds), a held event
+    goes out once it is `within` old: a reorder, not a delay of seconds (which a client's
+    staleness check would take for a silent feed)."""
+    async with echo(activity=0.2) as (server, director), server.connect("ws://x/echo") as ws:
+        await subscribed(ws)
+        await director.inject(fault("reorder", at=0, events=3, by=10_000, within="1s"))
+        received: list[tuple[int, int]] = []  # (the quote's t, the market's time on receipt)
+        with trio.move_on_after(120):
+            while True:
+                quote = orjson.loads(await ws.get_message())
+                received.append((quote["t"], server.market.now_ns()))
+        assert server.ledger.connections[1].counts["reordered"] == 3
+        assert len(received) > 10
+        gaps = [b[0] - a[0] for a, b in pairwise(received)]
+        assert sorted(gaps)[len(gaps) // 2] > 2_000_000_000  # a quiet contract: seconds apart
+        waits = [seen - t for t, seen in received]
+        assert max(waits) <= 1_000_000_000 + 60_000_000  # within, and a tick or so
 
 
 async def test_what_a_reorder_held_for_a_closed_connection_goes_nowhere(
