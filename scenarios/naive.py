@@ -11,6 +11,8 @@ or `feedlab chaos --client scenarios.naive:NAME` names them. The flaw, and the f
 - `massive_forgets_aggregates`: resubscribes quotes and trades after a reconnect, not the
   aggregates (any drop; only `resubscribed_exactly` sees it: bars are outside the loss
   accounting);
+- `massive_gives_up_at_once`: reconnects at once, five times, then raises, as the official
+  Python client does (a `restart`: the port refuses for a while);
 - `theta_reuses_request_ids`: numbers requests from 0 on every connection and trusts the
   terminal to restore its streams after an upstream outage (a drop, then an outage);
 - `amberdata_keeps_old_ids`: routes pushes by the first connection's subscription ids after a
@@ -177,6 +179,14 @@ def massive_no_gap_notice(
     )
 
 
+def massive_gives_up_at_once(**arguments: Any) -> MassiveClient:
+    """Massive client with the official Python client's reconnect policy: at once, with no
+    backoff, five times, then it raises (Amberdata's JS SDK does the same three times)."""
+    arguments.setdefault("backoff", Backoff(initial=0.0, cap=0.0))
+    arguments.setdefault("max_reconnects", 5)
+    return _massive(MassiveClient, **arguments)
+
+
 # -- Theta ------------------------------------------------------------------------------------
 
 
@@ -264,6 +274,7 @@ NAIVE_CLIENTS: dict[str, tuple[str, ...]] = {
         "massive_forgets_subscriptions",
         "massive_keeps_duplicates",
         "massive_no_gap_notice",
+        "massive_gives_up_at_once",
     ),
     "theta": ("theta_reuses_request_ids",),
     "amberdata": ("amberdata_keeps_old_ids",),

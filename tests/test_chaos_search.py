@@ -16,6 +16,7 @@ NAIVE = [
     ("massive", "massive_forgets_subscriptions", "silent_loss"),
     ("massive", "massive_keeps_duplicates", "duplicates_delivered"),
     ("massive", "massive_no_gap_notice", "silent_loss"),
+    ("massive", "massive_gives_up_at_once", "client_errors"),
     ("amberdata", "amberdata_keeps_old_ids", "silent_loss"),
 ]
 
