@@ -544,8 +544,15 @@ def _recoveries(
     restart or an upstream outage in between served nobody. A disruption inside one is served
     again when that ends. (Counted whole, a cut during a restart, or a restart followed a
     second later by another, read the mock's downtime as the client's recovery: 60-63 s.)
+    Counted from when the market next had a quote or trade of the client's: a cut after the
+    close (real trading hours) was 330 s "unrecovered", the client back in a second and the
+    market silent till the run's end; with nothing to be had after it, it is not a recovery.
     Also: how many were never recovered, and each disruption's (start, back) in market time."""
     mock, obs = run.mock, run.obs
+    clock = mock.market.clock
+    # When the market made the client's quotes and trades (None: always; only periodic
+    # streams, whose every interval is data, or none to go by).
+    to_be_had = sorted(clock.t_of(e.ts_ns) for e in obs.published) if run.contracts else None
     client_ids = set(records)
     ready: list[tuple[float, float]] = []  # (when the disruption began, when served again)
     downtimes: list[tuple[float, float]] = []  # when the mock served nobody's data
@@ -571,7 +578,6 @@ def _recoveries(
                 ready.append((r.closed_at, r.closed_at))
                 break
     at = [d.at for d in obs.delivered]
-    clock = mock.market.clock
     # Events a fault removed on purpose (drop, corrupt) on the client's connections: data that
     # came, and that the client could not have delivered: (market time, when its connection
     # opened), by time. Only a connection opened after a disruption shows the client back.
@@ -592,6 +598,14 @@ def _recoveries(
         j = bisect.bisect_left(removed_at, t)
         while j < len(removed) and removed[j][1] < t:
             j += 1
+        since = t
+        if to_be_had is not None:
+            k = bisect.bisect_left(to_be_had, t)
+            if k < len(to_be_had):
+                since = to_be_had[k]
+            elif i == len(obs.delivered) and j == len(removed):
+                away.append((began, run.end))  # nothing made since: nothing to come back to
+                continue
         if i < len(obs.delivered) or j < len(removed):
             # Back at the first event after `t` delivered, or removed by a fault on a connection
             # made since (a drop right after a reconnect counted as the client not being back:
@@ -603,7 +617,7 @@ def _recoveries(
         else:
             unrecovered += 1
             back = run.end
-        recoveries.append(back - t - _down_between(t, back, downtimes))
+        recoveries.append(max(0.0, back - since - _down_between(since, back, downtimes)))
         away.append((began, back))
     return recoveries, unrecovered, away
 
