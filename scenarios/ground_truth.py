@@ -544,9 +544,10 @@ def _recoveries(
     restart or an upstream outage in between served nobody. A disruption inside one is served
     again when that ends. (Counted whole, a cut during a restart, or a restart followed a
     second later by another, read the mock's downtime as the client's recovery: 60-63 s.)
-    Counted from when the market next had a quote or trade of the client's: a cut after the
-    close (real trading hours) was 330 s "unrecovered", the client back in a second and the
-    market silent till the run's end; with nothing to be had after it, it is not a recovery.
+    Counted from when the market next made a quote or trade of the client's; with nothing
+    delivered since, to the first connection the client opened after the market's last one: a
+    cut after the close (real trading hours) was 330 s "unrecovered", the client back in a second
+    and the market silent till the run's end. With neither, it is not a recovery.
     Also: how many were never recovered, and each disruption's (start, back) in market time."""
     mock, obs = run.mock, run.obs
     clock = mock.market.clock
@@ -586,6 +587,8 @@ def _recoveries(
         for record, event in _removed_on_purpose(records)
     )
     removed_at = [r[0] for r in removed]
+    opened = sorted(record.opened_at for record in records.values())
+    last_made = to_be_had[-1] if to_be_had else -math.inf
     recoveries: list[float] = []
     unrecovered = 0
     away: list[tuple[float, float]] = []
@@ -598,14 +601,8 @@ def _recoveries(
         j = bisect.bisect_left(removed_at, t)
         while j < len(removed) and removed[j][1] < t:
             j += 1
-        since = t
-        if to_be_had is not None:
-            k = bisect.bisect_left(to_be_had, t)
-            if k < len(to_be_had):
-                since = to_be_had[k]
-            elif i == len(obs.delivered) and j == len(removed):
-                away.append((began, run.end))  # nothing made since: nothing to come back to
-                continue
+        made = _next(to_be_had, t) if to_be_had is not None else t
+        since = t if made == math.inf else made
         if i < len(obs.delivered) or j < len(removed):
             # Back at the first event after `t` delivered, or removed by a fault on a connection
             # made since (a drop right after a reconnect counted as the client not being back:
@@ -614,12 +611,29 @@ def _recoveries(
                 obs.delivered[i].at if i < len(obs.delivered) else math.inf,
                 removed[j][0] if j < len(removed) else math.inf,
             )
+        elif to_be_had is not None and (reopened := _next(opened, max(t, last_made))) < math.inf:
+            # A connection opened after the market's last quote or trade of the client's: no
+            # data to go by, back when it opened. (Connections before it that delivered nothing
+            # the market made meanwhile were no recovery: a theta client under 784 ms latency
+            # failing every 3 s until just after the close.)
+            back = reopened
+        elif made == math.inf:
+            # Nothing made since the disruption, and no connection since: no recovery at all
+            # (the view at the end shows a client that never came back).
+            away.append((began, run.end))
+            continue
         else:
             unrecovered += 1
             back = run.end
         recoveries.append(max(0.0, back - since - _down_between(since, back, downtimes)))
         away.append((began, back))
     return recoveries, unrecovered, away
+
+
+def _next(times: list[float], t: float) -> float:
+    """The first of these sorted times at or after `t` (infinity: none)."""
+    k = bisect.bisect_left(times, t)
+    return times[k] if k < len(times) else math.inf
 
 
 def _down_between(start: float, end: float, downtimes: list[tuple[float, float]]) -> float:
