@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import importlib
 import logging
 import math
@@ -123,6 +124,10 @@ class SearchSettings:
     max_faults: int = 4
     max_recovery: float = 60.0  # seconds; the recovery invariant's bound
     subscribe: tuple[str, ...] = ()  # default: SUBSCRIPTIONS[vendor]
+    # Market time at t = 0 (None: the default market day's open), and whether the market
+    # follows the exchanges' hours (a search across the close or overnight) or never closes.
+    start: dt.datetime | None = None
+    real_hours: bool = False
     wall_limit: float = 120.0  # wall seconds one example may take before it counts as a hang
     skip: tuple[str, ...] = ()  # fault kinds left out of this search
     shrink_runs: int = 200  # runs spent at most on shrinking a failure (a count, not a time)
@@ -280,11 +285,11 @@ def build_scenario(
         vendor=settings.vendor,
         seed=settings.seed,
         duration=settings.duration,
-        start=MarketSettings().start,
+        start=settings.start or MarketSettings().start,
         client=ClientSpec(subscribe=settings.subscriptions, factory=settings.factory),
         faults=chronological(faults),
         expect=settings.expectations(),
-        market={},
+        market={"always_open": False} if settings.real_hours else {},
         mock={},
         source=None,
     )
@@ -626,6 +631,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave this fault kind out of the search (repeatable)",
     )
     parser.add_argument(
+        "--start",
+        default=None,
+        metavar="DATETIME",
+        help="market time at the start of each example, with its UTC offset "
+        "(default 2025-03-14T09:30:00-04:00)",
+    )
+    parser.add_argument(
+        "--market-hours",
+        choices=("always", "real"),
+        default="always",
+        help="always: data at any hour (default); real: follow the exchanges (with --start "
+        "near 16:00 ET, a search across the close)",
+    )
+    parser.add_argument(
         "--out", required=True, metavar="FILE", help="where a failing scenario is written"
     )
 
@@ -658,6 +677,14 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
             raise UsageError(f"--skip: unknown fault kind {kind!r}; one of {', '.join(KINDS)}")
     if args.client is not None:
         check_factory(args.client)
+    start = None
+    if args.start is not None:
+        try:
+            start = dt.datetime.fromisoformat(args.start)
+        except ValueError:
+            raise UsageError(f"--start: not an ISO date-time: {args.start!r}") from None
+        if start.utcoffset() is None:
+            raise UsageError("--start: needs a UTC offset (e.g. 2025-03-14T15:58:00-04:00)")
     settings = SearchSettings(
         vendor=args.vendor,
         factory=args.client,
@@ -668,6 +695,8 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
         max_recovery=args.max_recovery,
         subscribe=tuple(args.subscribe),
         skip=tuple(args.skip),
+        start=start,
+        real_hours=args.market_hours == "real",
     )
     if not kinds_for(settings.vendor, settings.skip):
         raise UsageError("--skip: no fault kind is left to search")
@@ -676,6 +705,13 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     return settings
+
+
+def _when(settings: SearchSettings) -> str:
+    if settings.start is None and not settings.real_hours:
+        return ""
+    start = (settings.start or MarketSettings().start).isoformat()
+    return f" from {start}" + (", real market hours" if settings.real_hours else "")
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -687,7 +723,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     kinds = ", ".join(kinds_for(settings.vendor, settings.skip))
     print(
         f"chaos: {settings.vendor}, {who}, seed {settings.seed}: up to {settings.examples} "
-        f"schedules of {settings.duration:g} s virtual time\n  kinds: {kinds}",
+        f"schedules of {settings.duration:g} s virtual time{_when(settings)}\n  kinds: {kinds}",
         file=out,
         flush=True,
     )

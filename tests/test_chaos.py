@@ -5,6 +5,7 @@ duplicates, crash, hang), the search finding and shrinking the flaws of `scenari
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import math
 from collections.abc import AsyncIterator
@@ -377,6 +378,34 @@ def test_command_writes_a_scenario_that_reproduces_the_failure(
     assert "silent_loss" in capsys.readouterr().out
 
 
+def test_a_search_across_the_close_writes_its_start_and_hours(tmp_path: Path) -> None:
+    """`--start` and `--market-hours real`: the schedules run across 16:00 ET, and the file
+    written says so, so that `feedlab run` repeats the same market."""
+    out_file = tmp_path / "found.toml"
+    start = "2025-03-14T15:58:00-04:00"
+    out = io.StringIO()
+    code = chaos.main(
+        parse(
+            "--vendor", "massive", "--client", "scenarios.naive:massive_forgets_subscriptions",
+            "--examples", "50", "--seed", "2", "--start", start, "--market-hours", "real",
+            "--out", str(out_file),
+        ),
+        out,
+    )  # fmt: skip
+    assert code == 1
+    assert f"from {start}, real market hours" in out.getvalue()
+    found = load_scenario(out_file)
+    assert found.start.isoformat() == start and found.market == {"always_open": False}
+    assert run_command([str(out_file)], None, None, False) == 1
+
+
+@pytest.mark.parametrize("vendor", ["massive", "theta"])
+def test_the_builtin_clients_survive_a_short_search_across_the_close(vendor: str) -> None:
+    start = dt.datetime.fromisoformat("2025-03-14T15:58:00-04:00")
+    result = search(settings(vendor, examples=5, duration=180.0, start=start, real_hours=True))
+    assert result.finding is None, result.finding.problems if result.finding else None
+
+
 def test_command_exits_0_and_writes_nothing_when_nothing_broke(tmp_path: Path) -> None:
     out_file = tmp_path / "found.toml"
     out = io.StringIO()
@@ -403,6 +432,8 @@ def test_command_exits_0_and_writes_nothing_when_nothing_broke(tmp_path: Path) -
         (["--duration", "5s"], "--duration: at least 10s"),
         (["--subscribe", "Q.SPY"], "subscribe[0]:"),
         (["--out", "/no/such/dir/found.toml"], "--out: no directory"),
+        (["--start", "15:58"], "--start: not an ISO date-time: '15:58'"),
+        (["--start", "2025-03-14T15:58"], "--start: needs a UTC offset"),
     ],
 )
 def test_command_rejects_bad_input_in_one_line(argv: list[str], message: str) -> None:
