@@ -14,6 +14,7 @@ import trio
 from mocks.ledger import ConnectionRecord
 from mocks.sim.events import OptionQuote, OptionTrade
 from mocks.sim.symbols import parse_occ
+from scenarios.chaos import SUBSCRIPTIONS
 from scenarios.ground_truth import _resubscribed, _ThetasWire
 from scenarios.model import ClientSpec, Scenario, load_scenario, parse_scenario
 from scenarios.report import render_table
@@ -203,20 +204,22 @@ duration = "25s"
     assert metrics["max_recovery"] <= back - 65
 
 
-AFTER_THE_CLOSE = """
-name = "after-the-close"
-vendor = "massive"
-seed = 3
-duration = "8m"
-start = 2025-03-14T15:57:00-04:00
+def at_the_close(vendor: str, seed: int, start: str, duration: str, faults: str) -> Scenario:
+    """The chaos search's client and subscriptions in real trading hours, from `start` (ET)."""
+    subscribe = ", ".join(f'"{s}"' for s in SUBSCRIPTIONS[vendor])
+    return parse_scenario(
+        f"""
+name = "{vendor}-at-the-close"
+vendor = "{vendor}"
+seed = {seed}
+duration = "{duration}"
+start = 2025-03-14T{start}:00-04:00
 [market]
 always_open = false
 [client]
-subscribe = ["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]
-[[fault]]
-kind = "cut"
-at = "5m"
-"""
+subscribe = [{subscribe}]
+{faults}"""
+    )
 
 
 @pytest.mark.parametrize("factory", [None, "scenarios.naive:massive_forgets_subscriptions"])
@@ -225,7 +228,7 @@ def test_a_cut_after_the_close_has_nothing_to_recover_to(factory: str | None) ->
     the market silent till the run's end, which read as 330 s "unrecovered". Nothing was made
     after the cut, so it is no recovery; the subscriptions at the end still show whether the
     client came back as it was (the forgetful client did not)."""
-    s = parse_scenario(AFTER_THE_CLOSE)
+    s = at_the_close("massive", 3, "15:57", "8m", '[[fault]]\nkind = "cut"\nat = "5m"')
     if factory is not None:
         s = dataclasses.replace(s, client=ClientSpec(s.client.subscribe, factory))
     metrics = run_scenario_sync(s).metrics
@@ -239,8 +242,8 @@ def test_a_client_back_after_the_close_is_back_when_it_reconnects() -> None:
     """Found by a chaos search across the close (`massive`, seed 1, 15:58 ET): a stall 39 s
     before 16:00, noticed by the ping timeout as the market closed. The client reconnected at
     once and there was nothing left to deliver: it read as unrecovered (129 s)."""
-    text = AFTER_THE_CLOSE.replace('kind = "cut"\nat = "5m"', 'kind = "stall"\nat = "81s"')
-    report = run_scenario_sync(parse_scenario(text.replace("T15:57:00", "T15:58:00")))
+    stall = '[[fault]]\nkind = "stall"\nat = "81s"'
+    report = run_scenario_sync(at_the_close("massive", 3, "15:58", "8m", stall))
     reopened = report.timeline["connections"][1]["opened"]
     assert 120 <= reopened < 125  # the ping timeout, just after 16:00 (t = 120)
     assert report.metrics["unrecovered"] == 0
@@ -252,17 +255,7 @@ def test_connections_that_delivered_nothing_made_meanwhile_are_no_recovery() -> 
     latency the client gave up a connection every 3 s, then came back 0.3 s after 16:00 with
     nothing left to deliver. Back when it opened that connection (33 s), not when it opened
     the first one after the cut (0.5 s later), nor never (123 s)."""
-    scenario = parse_scenario(
-        """
-name = "theta-at-the-close"
-vendor = "theta"
-seed = 1
-duration = "3m"
-start = 2025-03-14T15:58:00-04:00
-[market]
-always_open = false
-[client]
-subscribe = ["option:quote:SPY:20250321:575:C", "option:trade:SPY:20250321:575:C"]
+    faults = """
 [[fault]]
 kind = "cut"
 at = "87s"
@@ -273,8 +266,7 @@ duration = "24s"
 ms = 784
 jitter_ms = 381
 """
-    )
-    report = run_scenario_sync(scenario)
+    report = run_scenario_sync(at_the_close("theta", 1, "15:58", "3m", faults))
     opened = [c["opened"] for c in report.timeline["connections"]]
     assert len(opened) > 3 and 120 < opened[-1] < 125  # failing under latency, then back
     assert report.metrics["unrecovered"] == 0
