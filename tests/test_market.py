@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import random
 
 import pytest
 from hypothesis import given
@@ -148,6 +149,33 @@ def test_weekend_is_closed_in_real_hours_and_open_by_default() -> None:
     crypto = MarketSim(MarketSettings(seed=1, start=saturday, always_open=False))
     crypto.watch(parse_deribit("BTC-28MAR25-90000-C"))
     assert crypto.advance(600.0)  # crypto trades around the clock
+
+
+class _CountingRandom(random.Random):
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.draws = 0
+
+    def random(self) -> float:
+        self.draws += 1
+        return super().random()
+
+
+def test_a_path_across_a_weekend_draws_only_while_the_market_is_open() -> None:
+    """From Friday 15:59 to Monday 09:31 in real hours: two minutes of moves and the weekend as
+    one stretch of the closing price (a draw per half-second step of it cost 3-4 s of CPU per
+    underlying). Prices still move at the open, and only while open."""
+    friday = dt.datetime(2025, 3, 14, 15, 59, tzinfo=EASTERN)
+    sim = MarketSim(MarketSettings(seed=1, start=friday, always_open=False))
+    path = sim._path("SPY")
+    path.rng = counting = _CountingRandom(7)  # gauss() draws through random()
+    monday_0931 = (dt.datetime(2025, 3, 17, 9, 31, tzinfo=EASTERN) - friday).total_seconds()
+    path.price_at(monday_0931)
+    steps_open = round(120 / path.step)  # 15:59-16:00 and 09:30-09:31
+    assert steps_open <= counting.draws <= 4 * steps_open
+    close = path.price_at(60.0)
+    assert path.price_at(monday_0931 - 60.0 - path.step) == close  # 09:29:59.5: still closed
+    assert path.price_at(monday_0931) != close
 
 
 def test_documentation_examples_stream_by_default_and_not_in_strict_mode() -> None:

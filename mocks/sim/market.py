@@ -92,7 +92,7 @@ from mocks.sim.clock import (
 )
 from mocks.sim.contracts import Kind, OptionContract, Underlying, underlying
 from mocks.sim.events import Event, IndexPrice, OptionQuote, OptionTrade, UnderlyingTick
-from mocks.sim.paths import UnderlyingPath
+from mocks.sim.paths import UnderlyingPath, points_before
 from mocks.sim.pending import Pending
 from mocks.sim.quoting import CONSECUTIVE_STEPS, SEQUENCE_STEPS, ContractProcess, spread_table
 from mocks.sim.rng import derive_rng, derive_seed
@@ -1052,14 +1052,24 @@ class MarketSim:
         k = path.reported_k + 1
         events: list[Event] = []
         times: list[float] = []
+        path.extend_to(end)  # the grid in stretches, not a point at a time
+        open_until = -1  # ns since the start: the market is open at least until then
         while True:
             t = k * step
             rel = round(t * _NS)
             if rel >= end:
                 break
+            if rel >= open_until:
+                is_open, change = self._hours(path.kind, t)
+                if not is_open:  # nothing moves till the open: no report before it
+                    assert change is not None  # a closed market opens again
+                    k += points_before(k, step, change)
+                    path.reported_k = k - 1
+                    continue
+                open_until = change if change is not None else end
             price = path.price_at(t)
             if price != path.last_report:
-                if self._is_open(path.kind, t) and self._is_open(path.kind, t - step):
+                if self._is_open(path.kind, t - step):
                     ts_ns = self._start_ns + rel
                     if path.kind is Kind.INDEX:
                         events.append(IndexPrice(ts_ns, path.info.root, price))
@@ -1083,7 +1093,7 @@ class MarketSim:
                 if info.kind is Kind.INDEX
                 else self.settings.underlying_step
             )
-            path = UnderlyingPath(info, self.settings.seed, step, self._is_open)
+            path = UnderlyingPath(info, self.settings.seed, step, self._hours)
             self._paths[root] = path
         return path
 
@@ -1092,6 +1102,14 @@ class MarketSim:
             return True
         rel = round(t * _NS)
         return self._sessions.after(rel)[0] <= rel
+
+    def _hours(self, kind: Kind, t: float) -> tuple[bool, int | None]:
+        """Whether `kind` trades at t, and when (ns since the start) that changes."""
+        if self.settings.always_open or kind is Kind.CRYPTO:
+            return True, None
+        rel = round(t * _NS)
+        opened, closed = self._sessions.after(rel)
+        return (True, closed) if opened <= rel else (False, opened)
 
     def _set_rates(self, state: ContractProcess, rel: int) -> None:
         """Quote and trade intensity: near-the-money contracts are far busier than the wings.
