@@ -1098,10 +1098,7 @@ class MarketSim:
         return path
 
     def _is_open(self, kind: Kind, t: float) -> bool:
-        if self.settings.always_open or kind is Kind.CRYPTO:
-            return True
-        rel = round(t * _NS)
-        return self._sessions.after(rel)[0] <= rel
+        return self._hours(kind, t)[0]
 
     def _hours(self, kind: Kind, t: float) -> tuple[bool, int | None]:
         """Whether `kind` trades at t, and when (ns since the start) that changes."""
