@@ -541,9 +541,14 @@ def _size(finding: Finding) -> tuple[int, float]:
 
 def _describe_finding(settings: SearchSettings, finding: Finding, result: SearchResult) -> Finding:
     who = f"--client {settings.factory}" if settings.factory else "the built-in client"
+    hours = ""
+    if settings.start is not None:
+        hours += f" --start {settings.start.isoformat()}"
+    if settings.real_hours:
+        hours += " --market-hours real"
     description = (
-        f"Found by `feedlab chaos --vendor {settings.vendor} --seed {settings.seed}` against "
-        f"{who} after {result.examples} examples; broke: {'; '.join(finding.problems)}."
+        f"Found by `feedlab chaos --vendor {settings.vendor} --seed {settings.seed}{hours}` "
+        f"against {who} after {result.examples} examples; broke: {'; '.join(finding.problems)}."
     )
     scenario = build_scenario(settings, finding.scenario.faults, description)
     return Finding(scenario, finding.problems, finding.report)

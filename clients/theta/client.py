@@ -178,6 +178,7 @@ class ThetaClient:
         self._awaiting_done = trio.Event()
         self._upstream_up = True
         self._last_received: float | None = None  # Unix s of the last message, any kind
+        self._connected_at: float | None = None  # Unix s the current connection opened
         self._last_good: float | None = None  # Unix s of the last message saying CONNECTED
         self._last_event_time: float | None = None  # Unix s: the newest data timestamp delivered
         self._gap_start: float | None = None  # a loss not yet covered by a GapNotice
@@ -353,13 +354,18 @@ class ThetaClient:
     def _loss_start(self, known_good: float) -> float:
         """Where a loss window starts: the last moment we know we had everything, or the newest
         data timestamp we delivered if that is earlier (a message stamped later may have been
-        in flight), less `GAP_MARGIN` (one a little older may have been too)."""
+        in flight), less `GAP_MARGIN` (one a little older may have been too). With no data
+        timestamp yet, when this connection opened: `known_good` is when a message arrived, not
+        when it was sent (under 1.6 s of latency the first quote at 09:30 was still on its way
+        behind a heartbeat that arrived after it, and was lost without a word)."""
         if self._last_event_time is None:
-            return known_good
+            opened = self._connected_at
+            return known_good if opened is None else min(known_good, opened)
         return min(known_good, self._last_event_time - GAP_MARGIN)
 
     async def _session(self, ws: trio_websocket.WebSocketConnection) -> str:
-        self._backoff.connected(self._clock())
+        self._connected_at = self._clock()
+        self._backoff.connected(self._connected_at)
         self._last_status_at = trio.current_time()
         self._blocked = 0.0
         await self._emit(Status(VENDOR, "connected", self._url))
