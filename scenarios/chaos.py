@@ -541,13 +541,9 @@ def _size(finding: Finding) -> tuple[int, float]:
 
 def _describe_finding(settings: SearchSettings, finding: Finding, result: SearchResult) -> Finding:
     who = f"--client {settings.factory}" if settings.factory else "the built-in client"
-    hours = ""
-    if settings.start is not None:
-        hours += f" --start {settings.start.isoformat()}"
-    if settings.real_hours:
-        hours += " --market-hours real"
     description = (
-        f"Found by `feedlab chaos --vendor {settings.vendor} --seed {settings.seed}{hours}` "
+        f"Found by `feedlab chaos --vendor {settings.vendor} --seed {settings.seed}"
+        f"{_when(settings)}` "
         f"against {who} after {result.examples} examples; broke: {'; '.join(finding.problems)}."
     )
     scenario = build_scenario(settings, finding.scenario.faults, description)
@@ -713,10 +709,9 @@ def settings_from(args: argparse.Namespace) -> SearchSettings:
 
 
 def _when(settings: SearchSettings) -> str:
-    if settings.start is None and not settings.real_hours:
-        return ""
-    start = (settings.start or MarketSettings().start).isoformat()
-    return f" from {start}" + (", real market hours" if settings.real_hours else "")
+    """The market's start and hours of a search, as `feedlab chaos` options ("": defaults)."""
+    when = f" --start {settings.start.isoformat()}" if settings.start is not None else ""
+    return when + (" --market-hours real" if settings.real_hours else "")
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -417,7 +417,7 @@ def test_a_search_across_the_close_writes_its_start_and_hours(tmp_path: Path) ->
         out,
     )  # fmt: skip
     assert code == 1
-    assert f"from {start}, real market hours" in out.getvalue()
+    assert f"virtual time --start {start} --market-hours real\n" in out.getvalue()
     found = load_scenario(out_file)
     assert f"--start {start} --market-hours real`" in found.description
     assert found.start.isoformat() == start and found.market == {"always_open": False}
