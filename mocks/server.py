@@ -37,7 +37,7 @@ from mocks.session import Abort, Action, Close, ConnectionInfo, Send, Session, V
 from mocks.sim.actor import Market
 from mocks.sim.events import Event
 from mocks.sim.rng import derive_rng
-from mocks.transport import Link, data_frame, memory_pair, serve_tcp
+from mocks.transport import Link, TcpPort, data_frame, memory_pair
 
 
 class MessageFilter(Protocol):
@@ -562,7 +562,8 @@ class MockServer:
         self._nursery: trio.Nursery | None = None
         self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
         self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
-        self.refusing = False  # a `restart` fault: the port refuses connections for a while
+        self.ports: list[TcpPort] = []  # where it listens on TCP
+        self._restarts = 0  # `restart` faults under way: the ports are closed while any is
         self.ledger = Ledger(keep_events, keep_closed=history_limit)
         self.errors: list[BaseException] = []  # what broke single connections (bugs, not faults)
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
@@ -617,7 +618,7 @@ class MockServer:
     async def _serve_stream(self, stream: trio.abc.Stream, remote: str) -> None:
         """Handshake, then the connection until it ends."""
         link = Link(stream, functools.partial(derive_rng, self.seed, f"link:{remote}"))
-        if self.refusing:
+        if self.refusing:  # accepted in the instant before a `restart` closed the port
             await trio.aclose_forcefully(link)
             return
         async with trio.open_nursery() as nursery:
@@ -662,25 +663,39 @@ class MockServer:
                 del self.connections[info.conn_id]
                 nursery.cancel_scope.cancel()
 
+    @property
+    def refusing(self) -> bool:
+        """Down for a `restart`: nobody listens, so connections are refused."""
+        return self._restarts > 0
+
     async def restart(self, downtime: float) -> None:
         """Every connection drops without a close frame, the port refuses new connections for
-        `downtime` seconds, then the server serves again (a deploy, a crash and restart)."""
-        self.refusing = True
+        `downtime` seconds, then the server serves again (a deploy, a crash and restart). On
+        TCP the port is closed meanwhile: the kernel refuses, as it does for a dead server."""
+        self._restarts += 1
+        for port in self.ports:
+            port.close()
         try:
             async with trio.open_nursery() as nursery:
                 for conn in list(self.connections.values()):
                     nursery.start_soon(conn.abort)
             await trio.sleep(downtime)
         finally:
-            self.refusing = False
+            self._restarts -= 1
+            if not self.refusing:
+                for port in self.ports:
+                    port.open()
 
     async def serve_tcp(
         self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
     ) -> int:
         """Also listen on TCP (with `ssl_context`: TLS, for wss://); returns the bound port."""
         assert self._nursery is not None, "MockServer.run must be started first"
-        listen = functools.partial(serve_tcp, ssl_context=ssl_context)
-        bound: int = await self._nursery.start(listen, self.handle_stream, host, port)
+        tcp = TcpPort(self.handle_stream, host, ssl_context=ssl_context)
+        bound: int = await self._nursery.start(tcp.serve, port)
+        self.ports.append(tcp)
+        if self.refusing:
+            tcp.close()
         return bound
 
     @asynccontextmanager

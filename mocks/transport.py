@@ -8,6 +8,9 @@ same way whether the client is across TCP or in the same Trio run over memory st
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import os
 import random
 import socket
@@ -17,6 +20,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 import trio.testing
+
+logger = logging.getLogger(__name__)
 
 
 class Link(trio.abc.Stream):
@@ -285,36 +290,104 @@ def fragment_frame(frame: bytes, size: int) -> bytes:
 StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]
 
 
-async def serve_tcp(
-    handler: StreamHandler,
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Listen on (host, port); `task_status.started` gets the bound port (port 0 picks one).
-    With `ssl_context` every connection is TLS (wss://); the TLS handshake happens on the
-    handler's first read, so it falls under the WebSocket handshake's timeout."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
+class TcpPort:
+    """A listening TCP port that a `restart` closes for a while and opens again on the same
+    number. While it is closed nobody listens, so the kernel refuses a connect at once, as it
+    does for a crashed server: a port that accepted and then reset instead would keep a
+    trio-websocket client waiting out its whole connect timeout on every attempt.
 
-    async def on_stream(stream: trio.SocketStream) -> None:
+    `serve` listens on (host, port) (port 0 picks one; `task_status.started` gets the bound
+    port). With `ssl_context` every connection is TLS (wss://); the TLS handshake happens on
+    the handler's first read, so it falls under the WebSocket handshake's timeout. Connections
+    already accepted live on while the port is closed: whoever closes it ends them.
+    """
+
+    REOPEN_RETRY = 0.1  # seconds between tries when the port number is taken meanwhile
+
+    def __init__(
+        self, handler: StreamHandler, host: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.handler, self.host, self.ssl_context = handler, host, ssl_context
+        self.port: int | None = None
+        self.closed = False
+        self._changed = trio.Event()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    def open(self) -> None:
+        self.closed = False
+        self._changed.set()
+
+    async def _until(self, closed: bool) -> None:
+        while self.closed != closed:
+            await self._changed.wait()
+            self._changed = trio.Event()
+
+    async def serve(self, port: int, *, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as connections:
+            task_status.started(self.port)
+            while True:
+                async with trio.open_nursery() as listening:
+                    listening.start_soon(
+                        functools.partial(
+                            trio.serve_listeners,
+                            self._on_stream,
+                            listeners,
+                            handler_nursery=connections,
+                        )
+                    )
+                    await self._until(closed=True)
+                    listening.cancel_scope.cancel()  # the listeners close as their tasks end
+                await self._until(closed=False)
+                listeners = await self._listen_again(self.port)
+
+    async def _listen_again(self, port: int) -> list[trio.SocketListener]:
+        while True:
+            try:
+                return await trio.open_tcp_listeners(port, host=self.host)
+            except OSError as exc:  # another socket took the number meanwhile: wait it out
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                logger.warning("port %d is taken; listening again when it is free", port)
+                await trio.sleep(self.REOPEN_RETRY)
+
+    async def _on_stream(self, stream: trio.SocketStream) -> None:
         try:
             peer = stream.socket.getpeername()
         except OSError:  # reset before we looked (ENOTCONN): nothing to serve, keep listening
             await stream.aclose()
             return
         served: trio.abc.Stream = stream
-        if ssl_context is not None:
+        if self.ssl_context is not None:
             # https_compatible: a client may drop TCP after the close frame without TLS's
             # close_notify; that is an ordinary end, not a broken stream.
-            served = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-        await handler(served, f"{peer[0]}:{peer[1]}")
+            served = trio.SSLStream(
+                stream, self.ssl_context, server_side=True, https_compatible=True
+            )
+        await self.handler(served, f"{peer[0]}:{peer[1]}")
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, on_stream, listeners)
-        task_status.started(bound)
+
+def refused_by_the_port(exc: BaseException) -> bool:
+    """Whether a failed connect was refused because nobody listened (a `restart`): somewhere
+    in its causes is ECONNREFUSED, which trio-websocket wraps in HandshakeError, an OSError
+    and an exception group over TCP, and the in-memory connector in a HandshakeError."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        pending.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+    return False
 
 
 def memory_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:

@@ -26,7 +26,7 @@ from mocks.sim.events import OptionQuote
 from mocks.sim.market import MarketSettings
 from mocks.sim.rng import derive_rng
 from mocks.sim.symbols import parse_occ
-from mocks.transport import memory_pair
+from mocks.transport import memory_pair, refused_by_the_port
 from tests.echo_vendor import EchoServer
 
 TICKER = "O:SPY250321C00575000"
@@ -459,6 +459,56 @@ async def test_network_conditions_follow_reconnects(autojump_clock: trio.abc.Clo
             before = trio.current_time()
             await ws.get_message()
             assert trio.current_time() - before < 0.5
+
+
+async def test_restart_closes_the_tcp_port_and_opens_the_same_one_after() -> None:
+    """Real clock, TCP: while a restart is under way nobody listens, so the kernel refuses a
+    connect (a port that accepted and reset instead keeps trio-websocket waiting out its
+    connect timeout); the same port serves again afterwards."""
+    async with echo() as (server, director):
+        port = await server.serve_tcp("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/echo"
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await subscribed(ws)
+            await director.inject(fault("restart", at=0, duration="1s"))
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await quotes(ws, 5)
+        with pytest.raises(trio_websocket.HandshakeError) as refused:
+            async with trio_websocket.open_websocket_url(url, connect_timeout=30):
+                pass
+        assert refused_by_the_port(refused.value)
+        while server.refusing:
+            await trio.sleep(0.05)
+        async with trio_websocket.open_websocket_url(url, connect_timeout=30) as ws:
+            await subscribed(ws)
+
+
+async def test_a_restart_within_a_restart_keeps_the_port_closed_until_both_end(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with echo() as (server, director):
+        await director.inject(fault("restart", at=0, duration="20s"))
+        await trio.sleep(5)
+        await director.inject(fault("restart", at=0, duration="5s"))
+        await trio.sleep(6)  # the second one is over, the first is not
+        with pytest.raises(trio_websocket.HandshakeError) as refused:
+            async with server.connect("ws://x/echo"):
+                pass
+        assert refused_by_the_port(refused.value)
+        await trio.sleep(10)
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+
+
+def test_a_refused_connect_is_told_from_other_failures() -> None:
+    over_tcp = OSError("all attempts to connect to 127.0.0.1:1 failed")
+    over_tcp.__cause__ = ExceptionGroup("all attempts", [ConnectionRefusedError(111, "refused")])
+    handshake = trio_websocket.HandshakeError()
+    handshake.__cause__ = over_tcp
+    assert refused_by_the_port(handshake)
+    timeout = trio_websocket.HandshakeError()
+    timeout.__cause__ = OSError(110, "Connection timed out")
+    assert not refused_by_the_port(timeout)
 
 
 async def test_restart_ends_even_a_stalled_connection(autojump_clock: trio.abc.Clock) -> None:
