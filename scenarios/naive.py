@@ -1,4 +1,5 @@
-"""Deliberately flawed clients: the bugs real feed handlers have, for the chaos search to find.
+"""Deliberately flawed clients: the bugs real feed handlers have, for the chaos search (or a
+scenario's bounds) to find.
 
 Each one is the built-in client of its vendor with one well-known mistake put back in, so that
 everything else (parsing, keepalive, backoff) is the same and the flaw alone explains a failure.
@@ -13,6 +14,9 @@ or `feedlab chaos --client scenarios.naive:NAME` names them. The flaw, and the f
   accounting);
 - `massive_gives_up_at_once`: reconnects at once, five times, then raises, as the official
   Python client does (a `restart`: the port refuses for a while);
+- `massive_retries_without_backoff`: retries every 100 ms for as long as it takes, the
+  hand-written reconnect loop (a `restart`: only `refused_connects` sees it, since every
+  attempt after the port comes back succeeds);
 - `theta_reuses_request_ids`: numbers requests from 0 on every connection and trusts the
   terminal to restore its streams after an upstream outage (a drop, then an outage);
 - `amberdata_keeps_old_ids`: routes pushes by the first connection's subscription ids after a
@@ -184,6 +188,21 @@ def massive_gives_up_at_once(**arguments: Any) -> MassiveClient:
     backoff, five times, then it raises (Amberdata's JS SDK does the same three times)."""
     arguments.setdefault("backoff", Backoff(initial=0.0, cap=0.0))
     arguments.setdefault("max_reconnects", 5)
+    return _massive(MassiveClient, **arguments)
+
+
+class _FixedDelay(Backoff):
+    """The same delay before every attempt: `while True: try: connect() except: sleep(0.1)`."""
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        return self.initial
+
+
+def massive_retries_without_backoff(**arguments: Any) -> MassiveClient:
+    """Massive client that retries every 100 ms, with no backoff and no limit: through a 20 s
+    restart it knocks on the closed port about 200 times (the built-in client: 6)."""
+    arguments.setdefault("backoff", _FixedDelay(initial=0.1, cap=0.1))
     return _massive(MassiveClient, **arguments)
 
 

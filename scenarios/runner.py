@@ -11,7 +11,8 @@ import importlib
 import platform
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -25,6 +26,7 @@ from mocks.sim.market import MarketSettings
 from mocks.sim.rng import derive_seed
 from mocks.sim.symbols import SymbolError
 from mocks.testing import MockService, run_mock
+from mocks.transport import refused_by_the_port
 from mocks.vendors import vendor_spec
 from scenarios.ground_truth import (
     ACTOR_HEADER,
@@ -198,6 +200,22 @@ class _Run:
     def connector(self) -> Any:
         return tcp_connector if self.realtime else self.mock.connector
 
+    @asynccontextmanager
+    async def client_connector(
+        self, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        """The client's connector, noting every attempt a closed port refused: over TCP the
+        kernel refuses it, and no server would see it."""
+        opened = False
+        try:
+            async with self.connector(url, headers) as ws:
+                opened = True
+                yield ws
+        except trio_websocket.HandshakeError as exc:
+            if not opened and refused_by_the_port(exc):
+                self.obs.refused.append(self.now())
+            raise
+
     async def actor(self, index: int, actor: Actor) -> None:
         await trio.sleep_until(self.mock.market.trio_time(actor.at))
         path = (actor.path or self.mock.path).replace("{api_key}", self.api_key)
@@ -229,7 +247,7 @@ class _Run:
         try:
             client = factory(
                 url=self.url(),
-                connector=self.connector,
+                connector=self.client_connector,
                 api_key=self.api_key,
                 clock=lambda: self.mock.market.now_ns() / 1e9,
                 seed=self.seed,

@@ -135,6 +135,29 @@ def test_a_client_without_gap_notices_loses_silently() -> None:
     assert report.metrics["silent_loss"] > 0 and report.metrics["gap_notices"] == 0
 
 
+def test_a_client_that_retries_without_backoff_is_caught_knocking_on_a_closed_port() -> None:
+    """Every attempt after the port comes back succeeds, so loss and recovery look fine; only
+    the attempts the restart refused show the missing backoff."""
+    s = load_scenario(LIBRARY / "massive-nightly-restart.toml")
+    built_in = run_scenario_sync(s)
+    assert built_in.passed and 1 <= built_in.metrics["refused_connects"] <= 20
+    naive = "scenarios.naive:massive_retries_without_backoff"
+    report = run_scenario_sync(dataclasses.replace(s, client=ClientSpec(s.client.subscribe, naive)))
+    # 100 ms apart through 20 s of refusal (the first at once, the last at the port's return).
+    assert 190 <= report.metrics["refused_connects"] <= 201
+    assert report.metrics["silent_loss"] == 0 and report.metrics["client_errors"] == 0
+    assert [e.metric for e in report.expectations if not e.held] == ["refused_connects"]
+
+
+def test_refused_attempts_of_actors_are_not_the_clients() -> None:
+    text = STORM.replace('kind = "close"', 'kind = "restart"\nduration = "5s"', 1)
+    alone = run_scenario_sync(parse_scenario(text))
+    report = run_scenario_sync(parse_scenario(text + '[[actor]]\nat = "22s"\nhold = "1s"\n'))
+    (actor,) = [f for f in report.faults if f["kind"] == "actor"]
+    assert actor["note"] == "HandshakeError" and actor["connections"] == []  # refused too
+    assert report.metrics["refused_connects"] == alone.metrics["refused_connects"] >= 1
+
+
 def test_events_dropped_on_purpose_are_injected_not_silent() -> None:
     text = STORM.replace('kind = "duplicate"', 'kind = "drop"')
     report = run_scenario_sync(parse_scenario(text))
@@ -382,6 +405,30 @@ min_reconnects = 1
 """
     report = run_scenario_sync(parse_scenario(text), realtime=True)
     assert report.wall["realtime"] is True
+    assert report.passed, report.summary_line()
+
+
+def test_realtime_restart_is_refused_by_the_kernel_and_counted() -> None:
+    """Over TCP the closed port's refusals reach nobody but the client: the runner's connector
+    counts them. The client is back soon after the port (each refused attempt fails at once,
+    not after the client's 10 s connect timeout)."""
+    text = """
+name = "tcp-restart"
+vendor = "massive"
+duration = "5s"
+settle = "1s"
+[client]
+subscribe = ["Q.O:SPY250321C00560000"]
+[[fault]]
+at = "1s"
+kind = "restart"
+duration = "2s"
+[expect]
+min_reconnects = 1
+min_refused_connects = 1
+max_recovery = "3s"
+"""
+    report = run_scenario_sync(parse_scenario(text), realtime=True)
     assert report.passed, report.summary_line()
 
 
