@@ -11,6 +11,7 @@ a `Dropped` event saying why. Only the documented terminal conditions (a refused
 from __future__ import annotations
 
 import enum
+import math
 import random
 import reprlib
 import time
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
+import trio
 import trio_websocket
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +222,21 @@ Connector = Callable[
 
 @asynccontextmanager
 async def tcp_connector(
-    url: str, headers: list[tuple[bytes, bytes]]
+    url: str, headers: list[tuple[bytes, bytes]], *, connect_timeout: float = 10.0
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """The live connector: TCP, TLS for wss://, 1 MiB message limit like the vendors' clients."""
-    async with trio_websocket.open_websocket_url(
-        url, extra_headers=headers, max_message_size=1 << 20, connect_timeout=10
-    ) as ws:
-        yield ws
+    """The live connector: TCP, TLS for wss://, 1 MiB message limit like the vendors' clients.
+
+    The deadline is ours, not only trio-websocket's: its `connect_timeout` (0.12) raises only
+    once the server lets go of the socket, so a proxy that accepts for a dead server and never
+    answers the upgrade would hold the client for as long as the proxy likes."""
+    with trio.CancelScope(deadline=trio.current_time() + connect_timeout) as opening:
+        async with trio_websocket.open_websocket_url(
+            url, extra_headers=headers, max_message_size=1 << 20, connect_timeout=connect_timeout
+        ) as ws:
+            opening.deadline = math.inf
+            yield ws
+    if opening.cancelled_caught:
+        raise trio_websocket.ConnectionTimeout()
 
 
 def wall_clock() -> float:

@@ -444,8 +444,9 @@ class Director:
             note = f"x{fault.param('factor'):g} for {duration:g}s"
         elif fault.kind == "restart":
             downtime = fault.duration if fault.duration is not None else 5.0
-            await self._spawn(self.server.restart, downtime)
-            note = f"down for {downtime:g}s"
+            answer = str(fault.param("answer"))
+            await self._spawn(self.server.restart, downtime, answer)
+            note = f"down for {downtime:g}s" + ("" if answer == "refused" else f", {answer}")
         else:
             note = self._apply_session(fault, targets)
         applied = Applied(now, fault, ids, note)

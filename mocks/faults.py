@@ -72,6 +72,9 @@ def _kinds(*kinds: FaultKind) -> dict[str, FaultKind]:
     return {k.name: k for k in kinds}
 
 
+# What a `restart` answers a connect while the server is down.
+RESTART_ANSWERS = ("refused", "none", "503")
+
 KINDS: dict[str, FaultKind] = _kinds(
     # -- bytes -----------------------------------------------------------------------------------
     FaultKind(
@@ -229,8 +232,17 @@ KINDS: dict[str, FaultKind] = _kinds(
     FaultKind(
         "restart",
         "session",
-        "Server restart: every connection drops, the port refuses "
-        "new connections for the duration, then serves again.",
+        "Server restart: every connection drops, new connections fail for the duration, "
+        "then it serves again.",
+        (
+            Param(
+                "answer",
+                str,
+                "refused",
+                "what a connect meets meanwhile: refused (nobody listens) | none (accepted, the "
+                "upgrade never answered: a wedged server) | 503 (a load balancer with no backend)",
+            ),
+        ),
         lasts=True,
     ),
     FaultKind(
@@ -366,6 +378,8 @@ def parse_fault(table: Mapping[str, Any], vendor: str | None = None) -> Fault:
         raise FaultError("probability: use either every or probability, not both")
     if not any(k in schedule for k in ("at", "every", "probability")):
         raise FaultError('at: missing; say when (at = "30s", every = "2m" or probability)')
+    if kind_name == "restart" and params.get("answer", "refused") not in RESTART_ANSWERS:
+        raise FaultError(f"answer: expected refused, none or 503, got {params['answer']!r}")
     if kind_name == "corrupt" and params.get("mode", "invalid_json") not in (
         "invalid_json",
         "wrong_type",

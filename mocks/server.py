@@ -76,6 +76,15 @@ MAX_MESSAGE_SIZE = 1 << 20  # what the vendors' own clients accept; the mocks re
 logger = logging.getLogger("feedlab.server")
 
 
+async def _until_closed(stream: trio.abc.Stream) -> None:
+    """Read and ignore until the peer closes its end (or breaks it)."""
+    try:
+        while await stream.receive_some():
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
 def _benign(exc: BaseException) -> bool:
     """Endings a network connection may have at any moment: not bugs of the mock. (A client's
     ping racing the server's close makes wsproto refuse to send the pong, for instance.)"""
@@ -563,7 +572,9 @@ class MockServer:
         self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
         self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
         self.ports: list[TcpPort] = []  # where it listens on TCP
-        self._restarts = 0  # `restart` faults under way: the ports are closed while any is
+        # The `restart` faults under way, oldest first, each as its answer to a connect: the
+        # latest one's answer holds until it ends (a restart within a restart).
+        self._restarts: list[list[str]] = []
         self.ledger = Ledger(keep_events, keep_closed=history_limit)
         self.errors: list[BaseException] = []  # what broke single connections (bugs, not faults)
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
@@ -621,6 +632,10 @@ class MockServer:
         if self.refusing:  # accepted in the instant before a `restart` closed the port
             await trio.aclose_forcefully(link)
             return
+        if self.down == "none":  # a proxy before a dead server: held until the client lets go
+            await _until_closed(link)
+            await trio.aclose_forcefully(link)
+            return
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
@@ -630,6 +645,10 @@ class MockServer:
             except (trio.TooSlowError, trio_websocket.ConnectionClosed, trio.BrokenResourceError):
                 nursery.cancel_scope.cancel()
                 await trio.aclose_forcefully(link)
+                return
+            if self.down == "503":
+                await request.reject(503, body=b"Service Unavailable")
+                nursery.cancel_scope.cancel()
                 return
             target = urlsplit(request.path)
             if not self.vendor.accepts_path(target.path):
@@ -664,27 +683,41 @@ class MockServer:
                 nursery.cancel_scope.cancel()
 
     @property
-    def refusing(self) -> bool:
-        """Down for a `restart`: nobody listens, so connections are refused."""
-        return self._restarts > 0
+    def down(self) -> str | None:
+        """While a `restart` is under way, what a connect meets (`RESTART_ANSWERS`)."""
+        return self._restarts[-1][0] if self._restarts else None
 
-    async def restart(self, downtime: float) -> None:
-        """Every connection drops without a close frame, the port refuses new connections for
-        `downtime` seconds, then the server serves again (a deploy, a crash and restart). On
-        TCP the port is closed meanwhile: the kernel refuses, as it does for a dead server."""
-        self._restarts += 1
-        for port in self.ports:
-            port.close()
+    @property
+    def refusing(self) -> bool:
+        """Down for a `restart` with nobody listening: connections are refused."""
+        return self.down == "refused"
+
+    async def restart(self, downtime: float, answer: str = "refused") -> None:
+        """Every connection drops without a close frame, new connections fail for `downtime`
+        seconds, then the server serves again (a deploy, a crash and restart). How they fail
+        is `answer`: "refused" closes the TCP port, so the kernel refuses at once, as for a
+        dead server; "none" accepts and never answers the upgrade, and keeps the connection so
+        until the client lets go, after the restart too (a proxy in front of a dead server:
+        only the client's own handshake timeout ends the wait); "503" answers the upgrade with
+        HTTP 503, as a load balancer with no backend does."""
+        entry = [answer]  # its identity tells nested restarts with the same answer apart
+        self._restarts.append(entry)
+        self._ports_follow()
         try:
             async with trio.open_nursery() as nursery:
                 for conn in list(self.connections.values()):
                     nursery.start_soon(conn.abort)
             await trio.sleep(downtime)
         finally:
-            self._restarts -= 1
-            if not self.refusing:
-                for port in self.ports:
-                    port.open()
+            self._restarts = [e for e in self._restarts if e is not entry]
+            self._ports_follow()
+
+    def _ports_follow(self) -> None:
+        for port in self.ports:
+            if self.refusing:
+                port.close()
+            else:
+                port.open()
 
     async def serve_tcp(
         self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
@@ -724,6 +757,7 @@ class MockServer:
                             max_message_size=MAX_MESSAGE_SIZE,
                         )
                 except trio.TooSlowError:
+                    await trio.aclose_forcefully(client_end)  # the server sees us give up
                     raise trio_websocket.ConnectionTimeout() from None
                 try:
                     yield ws

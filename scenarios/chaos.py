@@ -40,7 +40,7 @@ import trio
 import trio.testing
 
 from mocks.cli import UsageError, whole_number
-from mocks.faults import KINDS, Fault, FaultError, parse_duration
+from mocks.faults import KINDS, RESTART_ANSWERS, Fault, FaultError, parse_duration
 from mocks.sim.market import MarketSettings
 from mocks.vendors import VENDORS
 from scenarios.model import ClientSpec, Scenario, ScenarioError, parse_scenario, scenario_to_toml
@@ -185,7 +185,10 @@ def fault_strategy(kind: str, duration: float) -> st.SearchStrategy[Fault]:
         params["code"] = st.sampled_from(CLOSE_CODES)
     elif kind == "stall":  # no duration: the socket stays half-open until the client gives up
         params["duration"] = st.none() | lasting
-    elif kind in ("restart", "upstream_outage", "heartbeat_stop", "withhold_pong", "stale"):
+    elif kind == "restart":
+        params["duration"] = lasting
+        params["answer"] = st.sampled_from(RESTART_ANSWERS)
+    elif kind in ("upstream_outage", "heartbeat_stop", "withhold_pong", "stale"):
         params["duration"] = lasting
     elif kind in ("drop", "duplicate"):
         params["events"] = st.integers(1, 20)

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.utilities import LocalProtocolError
 
+from clients.common import tcp_connector
 from mocks.director import Director, corrupt
 from mocks.faults import KINDS, Fault, FaultError, fault, parse_duration, parse_fault
 from mocks.hub import Hub
@@ -26,7 +27,7 @@ from mocks.sim.events import OptionQuote
 from mocks.sim.market import MarketSettings
 from mocks.sim.rng import derive_rng
 from mocks.sim.symbols import parse_occ
-from mocks.transport import memory_pair, refused_by_the_port
+from mocks.transport import memory_pair
 from tests.echo_vendor import EchoServer
 
 TICKER = "O:SPY250321C00575000"
@@ -461,6 +462,25 @@ async def test_network_conditions_follow_reconnects(autojump_clock: trio.abc.Clo
             assert trio.current_time() - before < 0.5
 
 
+def refused_by_the_port(exc: BaseException) -> bool:
+    """Whether a failed connect was refused because nobody listened: ECONNREFUSED somewhere
+    in its causes (trio-websocket wraps it in HandshakeError, OSError and an exception group
+    over TCP; the in-memory connector in a HandshakeError)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        pending.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+    return False
+
+
 async def test_restart_closes_the_tcp_port_and_opens_the_same_one_after() -> None:
     """Real clock, TCP: while a restart is under way nobody listens, so the kernel refuses a
     connect (a port that accepted and reset instead keeps trio-websocket waiting out its
@@ -500,15 +520,69 @@ async def test_a_restart_within_a_restart_keeps_the_port_closed_until_both_end(
             await subscribed(ws)
 
 
-def test_a_refused_connect_is_told_from_other_failures() -> None:
-    over_tcp = OSError("all attempts to connect to 127.0.0.1:1 failed")
-    over_tcp.__cause__ = ExceptionGroup("all attempts", [ConnectionRefusedError(111, "refused")])
-    handshake = trio_websocket.HandshakeError()
-    handshake.__cause__ = over_tcp
-    assert refused_by_the_port(handshake)
-    timeout = trio_websocket.HandshakeError()
-    timeout.__cause__ = OSError(110, "Connection timed out")
-    assert not refused_by_the_port(timeout)
+async def test_restart_answering_503_rejects_the_upgrade(autojump_clock: trio.abc.Clock) -> None:
+    async with echo() as (server, director):
+        await director.inject(fault("restart", at=0, duration="20s", answer="503"))
+        await trio.sleep(1)
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with server.connect("ws://x/echo"):
+                pass
+        assert rejected.value.status_code == 503
+        await trio.sleep(20)
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+
+
+async def test_restart_answering_none_leaves_the_handshake_to_the_clients_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A wedged server: the connect is accepted and the upgrade never answered, so only the
+    connector's handshake timeout ends the wait (10 s, as the built-in clients' over TCP)."""
+    async with echo() as (server, director):
+        await director.inject(fault("restart", at=0, duration="30s", answer="none"))
+        await trio.sleep(1)
+        before = trio.current_time()
+        with pytest.raises(trio_websocket.ConnectionTimeout):
+            async with server.connect("ws://x/echo"):
+                pass
+        assert trio.current_time() - before == pytest.approx(10.0)
+        await trio.sleep(20)
+        async with server.connect("ws://x/echo") as ws:
+            await subscribed(ws)
+
+
+async def test_restart_answering_503_over_tcp_is_an_http_rejection() -> None:
+    async with echo() as (server, director):
+        port = await server.serve_tcp("127.0.0.1", 0)
+        await director.inject(fault("restart", at=0, duration="30s", answer="503"))
+        await trio.sleep(0.05)
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with tcp_connector(f"ws://127.0.0.1:{port}/echo", []):
+                pass
+        assert rejected.value.status_code == 503
+
+
+async def test_the_tcp_connector_gives_up_on_a_server_that_never_answers() -> None:
+    """Real clock, TCP, a restart answering none: the port accepts and holds the connection
+    unanswered until the client lets go. trio-websocket's own connect_timeout (0.12) raises
+    only once the server lets go, so the built-in clients' connector keeps its own deadline."""
+    async with echo() as (server, director):
+        port = await server.serve_tcp("127.0.0.1", 0)
+        await director.inject(fault("restart", at=0, duration="60s", answer="none"))
+        await trio.sleep(0.05)
+        with trio.move_on_after(30) as hung:  # a hang guard, not a speed bound
+            with pytest.raises(trio_websocket.ConnectionTimeout) as failed:
+                async with tcp_connector(
+                    f"ws://127.0.0.1:{port}/echo", [], connect_timeout=0.5
+                ):
+                    pass
+        assert not hung.cancelled_caught, "the connector waited for the server to let go"
+        assert not refused_by_the_port(failed.value) and server.down == "none"
+
+
+def test_restart_answers_are_checked() -> None:
+    with pytest.raises(FaultError, match="answer: expected refused, none or 503, got 'later'"):
+        fault("restart", at=0, answer="later")
 
 
 async def test_restart_ends_even_a_stalled_connection(autojump_clock: trio.abc.Clock) -> None:
