@@ -371,25 +371,6 @@ class TcpPort:
         await self.handler(served, f"{peer[0]}:{peer[1]}")
 
 
-def refused_by_the_port(exc: BaseException) -> bool:
-    """Whether a failed connect was refused because nobody listened (a `restart`): somewhere
-    in its causes is ECONNREFUSED, which trio-websocket wraps in HandshakeError, an OSError
-    and an exception group over TCP, and the in-memory connector in a HandshakeError."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        e = pending.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, ConnectionRefusedError):
-            return True
-        if isinstance(e, BaseExceptionGroup):
-            pending.extend(e.exceptions)
-        pending.extend(c for c in (e.__cause__, e.__context__) if c is not None)
-    return False
-
-
 def memory_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
     """(client end, server end) of an in-memory, in-order byte pipe."""
     client, server = trio.testing.memory_stream_pair()

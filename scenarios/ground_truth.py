@@ -183,7 +183,7 @@ class Observation:
     published: list[OptionQuote | OptionTrade] = field(default_factory=list)
     samples: list[tuple[float, frozenset[str]]] = field(default_factory=list)
     actors: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[float] = field(default_factory=list)  # client connects a closed port refused
+    failed_connects: list[float] = field(default_factory=list)  # when the client's failed
     error: str | None = None
     error_at: float | None = None
     consuming: trio.CancelScope | None = None
@@ -370,8 +370,8 @@ def compare(run: _Run) -> Report:
     metrics["reconnects"] = sum(
         1 for r in conns[1:] if r.opened_at >= first_break
     )  # the first connection never reconnects
-    # How hard the client knocked on a port that was down (a `restart`).
-    metrics["refused_connects"] = len(obs.refused)
+    # How hard the client knocked on a door that was shut (a `restart`, a refused key).
+    metrics["failed_connects"] = len(obs.failed_connects)
     recoveries, unrecovered, away = _recoveries(run, records)
     metrics["max_recovery"] = round(max(recoveries), 6) if recoveries else 0.0
     ordered = sorted(recoveries)

@@ -106,7 +106,7 @@ COUNT_METRICS = (
     "silent_loss",
     "connections",
     "reconnects",
-    "refused_connects",
+    "failed_connects",
     "unrecovered",
     "stale_periods",
     "gap_notices",

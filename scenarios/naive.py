@@ -15,7 +15,7 @@ or `feedlab chaos --client scenarios.naive:NAME` names them. The flaw, and the f
 - `massive_gives_up_at_once`: reconnects at once, five times, then raises, as the official
   Python client does (a `restart`: the port refuses for a while);
 - `massive_retries_without_backoff`: retries every 100 ms for as long as it takes, the
-  hand-written reconnect loop (a `restart`: only `refused_connects` sees it, since every
+  hand-written reconnect loop (a `restart`: only `failed_connects` sees it, since every
   attempt after the port comes back succeeds);
 - `theta_reuses_request_ids`: numbers requests from 0 on every connection and trusts the
   terminal to restore its streams after an upstream outage (a drop, then an outage);

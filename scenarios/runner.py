@@ -26,7 +26,6 @@ from mocks.sim.market import MarketSettings
 from mocks.sim.rng import derive_seed
 from mocks.sim.symbols import SymbolError
 from mocks.testing import MockService, run_mock
-from mocks.transport import refused_by_the_port
 from mocks.vendors import vendor_spec
 from scenarios.ground_truth import (
     ACTOR_HEADER,
@@ -204,16 +203,17 @@ class _Run:
     async def client_connector(
         self, url: str, headers: list[tuple[bytes, bytes]]
     ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        """The client's connector, noting every attempt a closed port refused: over TCP the
-        kernel refuses it, and no server would see it."""
+        """The client's connector, noting every attempt that never opened: refused, rejected,
+        timed out, or given up by the client's own deadline. Over TCP a closed port's
+        refusals reach no server, so only the client's side can count them."""
         opened = False
         try:
             async with self.connector(url, headers) as ws:
                 opened = True
                 yield ws
-        except trio_websocket.HandshakeError as exc:
-            if not opened and refused_by_the_port(exc):
-                self.obs.refused.append(self.now())
+        except BaseException:
+            if not opened:
+                self.obs.failed_connects.append(self.now())
             raise
 
     async def actor(self, index: int, actor: Actor) -> None:
