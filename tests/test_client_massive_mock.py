@@ -345,3 +345,27 @@ async def test_1001_quote_contracts_over_two_connections_and_recovery(
         assert len(run.mock.connections) == 2
         delivered = [(e.symbol, e.sequence) for e in run.of(Quote)]
         assert len(delivered) == len(set(delivered))
+
+
+@pytest.mark.parametrize("consuming", [True, False])
+@bounded()
+async def test_leaving_the_client_finishes_the_close_handshake(
+    autojump_clock: trio.abc.Clock, consuming: bool
+) -> None:
+    """Our close frame, then the server's answer, then the end: the client used to stop
+    trio-websocket's reader as soon as its own close frame was out, so the answer went unread
+    and leaving took the whole `close_timeout` (5 s) every time."""
+    async with run_mock("massive", market=MarketSettings(seed=5)) as mock:
+        client = MassiveClient("KEY", mock.url, connector=mock.connector, close_timeout=5.0)
+        async with client:
+            await client.subscribe(f"Q.{CALL}", f"T.{CALL}")
+            with trio.move_on_after(3):  # quotes keep coming, read or not
+                if consuming:
+                    async for _ in client:
+                        pass
+                else:
+                    await trio.sleep_forever()
+            leaving = trio.current_time()
+        assert trio.current_time() - leaving < 1.0  # virtual seconds
+        (conn,) = mock.history
+        assert conn.client_close_code == 1000

@@ -458,6 +458,11 @@ class MassiveClient:
         try:
             await task(session)
         except trio_websocket.ConnectionClosed as exc:
+            if self._closing:
+                # Our own close frame, sent by __aexit__, which waits for the server's answer
+                # and then ends this session. Ending it now would stop trio-websocket's reader
+                # before that answer came, and __aexit__ would wait out `close_timeout`.
+                await trio.sleep_forever()
             session.lose(_describe_close(exc.reason))
         except _TRANSPORT_ERRORS as exc:
             session.lose(f"transport error: {exc!r}")
