@@ -572,6 +572,10 @@ class MockServer:
         self.taps: list[Callable[[Connection, Send], None]] = []  # each Send with its events
         self.observers: list[WireObserver] = []  # the wire as it happens (the recorder)
         self.ports: list[TcpPort] = []  # where it listens on TCP
+        # When a `restart` that answers ("none", "503") turned a connection away: how hard
+        # clients knocked while it was down (a long-running `feedlab serve` keeps the last
+        # `history_limit`). A closed port's refusals never reach the server.
+        self.turned_away: deque[float] = deque(maxlen=history_limit)
         # The `restart` faults under way, oldest first, each as its answer to a connect: the
         # latest one's answer holds until it ends (a restart within a restart).
         self._restarts: list[list[str]] = []
@@ -633,6 +637,7 @@ class MockServer:
             await trio.aclose_forcefully(link)
             return
         if self.down == "none":  # a proxy before a dead server: held until the client lets go
+            self.turned_away.append(self.market.now())
             await _until_closed(link)
             await trio.aclose_forcefully(link)
             return
@@ -647,6 +652,7 @@ class MockServer:
                 await trio.aclose_forcefully(link)
                 return
             if self.down == "503":
+                self.turned_away.append(self.market.now())
                 await request.reject(503, body=b"Service Unavailable")
                 nursery.cancel_scope.cancel()
                 return

@@ -73,6 +73,11 @@ class MockService:
     def ledger(self) -> Ledger:
         return self._server.ledger
 
+    @property
+    def turned_away(self) -> Sequence[float]:
+        """When a `restart` answering "none" or "503" turned a connection away (market time)."""
+        return self._server.turned_away
+
     async def inject(self, kind: str, **params: Any) -> Applied:
         """Apply a fault now: `await mock.inject("close", code=1011)`; `connection=N` targets the
         N-th accepted connection, `contract=...` one contract (message faults)."""

@@ -3,8 +3,10 @@ language, any process) on the real clock, and the server's view of how they cope
 
 There is no client here to ask what it delivered, so the view is what a server can see: the
 connections, their authentications, the delays between one connection's end and the next one's
-start (did the client back off, or hammer the server?), whether each new connection asked for
-the same subscriptions as the one before, and what was sent.
+start and the attempts a `restart` turned away in between (did the client back off, or hammer
+the server?), whether each new connection asked for the same subscriptions as the one before,
+and what was sent. A restart with the default answer closes the port: the kernel refuses those
+attempts, and no server sees them.
 
 Timing: every client connection gets the scenario's whole fault schedule, counted from the
 moment it first subscribed (the same `at`/`every`/`probability` as in `feedlab run`). Faults that
@@ -59,6 +61,23 @@ class ServerView:
     vendor: str
     url: str
     connections: list[ConnectionView] = field(default_factory=list)
+    turned_away: list[float] = field(default_factory=list)  # by a restart answering none/503
+
+    def retry_delays(self) -> list[list[float]]:
+        """After each connection that closed: the seconds to the first attempt, and between
+        one attempt and the next, turned away or not, until a connection opened (or the
+        server stopped)."""
+        runs = []
+        nexts = [c.opened for c in self.connections[1:]] + [math.inf]
+        for before, opened in zip(self.connections, nexts, strict=False):  # none: no runs
+            if before.closed is None:
+                continue
+            attempts = [before.closed]
+            attempts += [t for t in self.turned_away if before.closed <= t < opened]
+            if opened < math.inf:
+                attempts.append(opened)
+            runs.append([round(b - a, 3) for a, b in itertools.pairwise(attempts)])
+        return runs
 
     def reconnect_delays(self) -> list[float]:
         """Seconds from each connection's end to the next connection's start."""
@@ -81,6 +100,7 @@ class ServerView:
 
     def to_json(self) -> dict[str, Any]:
         delays = self.reconnect_delays()
+        retries = self.retry_delays()
         return {
             "scenario": self.scenario,
             "vendor": self.vendor,
@@ -90,7 +110,9 @@ class ServerView:
             "auth_failures": sum(1 for c in self.connections if c.authenticated is False),
             "reconnect_delays": delays,
             "immediate_reconnects": sum(1 for d in delays if d < 0.1),
-            "backed_off": _backed_off(delays),
+            "turned_away": len(self.turned_away),
+            "retry_delays": retries,
+            "backed_off": _backed_off(delays, retries),
             "subscriptions_restored": self.restored(),
             "frames_sent": sum(c.frames_sent for c in self.connections),
             "events_sent": sum(c.events_sent for c in self.connections),
@@ -117,19 +139,22 @@ class ServerView:
         lines.append(f"reconnect delays (s): {data['reconnect_delays'] or 'none'}")
         lines.append(
             f"backed off: {'yes' if data['backed_off'] else 'no'}; "
-            f"immediate reconnects: {data['immediate_reconnects']}"
+            f"immediate reconnects: {data['immediate_reconnects']}; "
+            f"attempts a restart turned away: {data['turned_away']}"
         )
         lines.append(f"subscriptions restored: {data['subscriptions_restored'] or 'n/a'}")
         return "\n".join(lines) + "\n"
 
 
-def _backed_off(delays: list[float]) -> bool:
-    """A client backs off when it never reconnects at once twice in a row and its delays grow
-    over a run of failures (or there was at most one reconnect, which proves nothing bad)."""
-    if len(delays) <= 1:
-        return all(d >= 0.1 for d in delays)
-    immediate_runs = any(a < 0.1 and b < 0.1 for a, b in itertools.pairwise(delays))
-    return not immediate_runs
+def _backed_off(delays: list[float], retries: list[list[float]]) -> bool:
+    """A client backs off when it never tries again at once (under 0.1 s) twice in a row:
+    across drops, or within one run of attempts a restart turned away. A single reconnect
+    must not be at once either."""
+    if len(delays) <= 1 and not all(d >= 0.1 for d in delays):
+        return False
+    return not any(
+        a < 0.1 and b < 0.1 for run in [delays, *retries] for a, b in itertools.pairwise(run)
+    )
 
 
 def _authenticated(conn: Connection) -> bool | None:
@@ -246,5 +271,6 @@ async def serve_scenario(
                     await stop.wait()
                 for conn in list(mock.history):
                     watcher.refresh(conn)
+                view.turned_away = [round(t, 3) for t in mock.turned_away]
                 nursery.cancel_scope.cancel()
         return view

@@ -131,3 +131,61 @@ code = 1011
     view.write(path)
     assert json.loads(path.read_text())["scenario"] == "external"
     assert "reconnect delays" in view.summary() and "subscriptions restored" in view.summary()
+
+
+RESTART_503 = """
+name = "restart-503"
+vendor = "massive"
+duration = "1m"
+[client]
+subscribe = ["Q.O:SPY250321C00560000"]
+[[fault]]
+at = "0.5s"
+kind = "restart"
+duration = "1.5s"
+answer = "503"
+"""
+
+
+class _EveryFewMilliseconds(Backoff):
+    """The same short delay before every attempt: no backoff at all."""
+
+    def next_delay(self) -> float:
+        return self.initial
+
+
+async def _through_a_restart(backoff: Backoff) -> dict[str, object]:
+    """The server's view of one Massive client over TCP through a restart answering 503."""
+    stop = trio.Event()
+    views = []
+
+    async def serve(task_status: trio.TaskStatus[str]) -> None:
+        s = parse_scenario(RESTART_503, "restart-503.toml")
+        views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve)
+        async with MassiveClient("KEY", url, backoff=backoff) as client:
+            await client.subscribe("Q.O:SPY250321C00560000")
+            with trio.move_on_after(4.0):
+                async for _ in client:
+                    pass
+        stop.set()
+    (view,) = views
+    return view.to_json()
+
+
+async def test_serve_scenario_counts_the_attempts_a_restart_turned_away() -> None:
+    """Answering 503 the server sees every attempt: a client retrying every 20 ms did not back
+    off; the built-in backoff did. (Each new connection gets the schedule again, so a run of
+    attempts follows every connection's restart; the first is checked.)"""
+    hammering = await _through_a_restart(_EveryFewMilliseconds(initial=0.02))
+    first, *_ = hammering["retry_delays"]  # type: ignore[misc]
+    assert len(first) >= 20 and sorted(first)[len(first) // 2] < 0.1  # most at once
+    assert isinstance(hammering["turned_away"], int) and hammering["turned_away"] >= len(first) - 1
+    assert hammering["backed_off"] is False
+    # Random(1)'s first draws make delays of 0.07, 0.85 and 1.5 s: one at once, never two.
+    patient = await _through_a_restart(Backoff(initial=0.5, rng=random.Random(1)))
+    first, *_ = patient["retry_delays"]  # type: ignore[misc]
+    assert len(first) == 3  # two attempts turned away, then the connection that opened
+    assert patient["backed_off"] is True
