@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -13,7 +14,7 @@ import trio
 from clients.common import Backoff
 from clients.massive import MassiveClient
 from mocks.cli import main
-from scenarios.external import serve_scenario
+from scenarios.external import ServerView, serve_scenario
 from scenarios.model import parse_scenario
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
@@ -84,13 +85,8 @@ def test_serve_scenario_refuses_another_vendors_file(capsys: pytest.CaptureFixtu
     assert main(["serve", "massive", "--report", "x.json"]) == 2
 
 
-async def test_serve_scenario_applies_faults_per_connection_and_reports_the_server_view(
-    tmp_path: Path,
-) -> None:
-    """Real clock, TCP: the scenario's close comes 0.5 s after each connection subscribes; the
-    built-in client reconnects, resubscribes, and the view shows both."""
-    s = parse_scenario(
-        """
+# One fault, 0.5 s after each connection subscribes; the fault's kind and parameters follow.
+EXTERNAL = """
 name = "external"
 vendor = "massive"
 duration = "1m"
@@ -98,11 +94,13 @@ duration = "1m"
 subscribe = ["Q.O:SPY250321C00560000"]
 [[fault]]
 at = "0.5s"
-kind = "close"
-code = 1011
-""",
-        "external.toml",
-    )
+"""
+
+
+async def _server_view(text: str, backoff: Backoff, seconds: float) -> ServerView:
+    """`serve_scenario` on a free port, one built-in Massive client reading for `seconds`,
+    then the server's view."""
+    s = parse_scenario(text, "external.toml")
     stop = trio.Event()
     views = []
 
@@ -111,14 +109,26 @@ code = 1011
 
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve)
-        client = MassiveClient("KEY", url, backoff=Backoff(initial=0.2, rng=random.Random(1)))
-        async with client:
-            await client.subscribe("Q.O:SPY250321C00560000")
-            with trio.move_on_after(2.0):
+        async with MassiveClient("KEY", url, backoff=backoff) as client:
+            await client.subscribe(*s.client.subscribe)
+            with trio.move_on_after(seconds):
                 async for _ in client:
                     pass
         stop.set()
     (view,) = views
+    return view
+
+
+async def test_serve_scenario_applies_faults_per_connection_and_reports_the_server_view(
+    tmp_path: Path,
+) -> None:
+    """Real clock, TCP: the scenario's close comes 0.5 s after each connection subscribes; the
+    built-in client reconnects, resubscribes, and the view shows both."""
+    view = await _server_view(
+        EXTERNAL + 'kind = "close"\ncode = 1011\n',
+        Backoff(initial=0.2, rng=random.Random(1)),
+        seconds=2.0,
+    )
     data = view.to_json()
     first, second = data["connections"][:2]
     assert first["close_code"] == 1011 and first["authenticated"] is True
@@ -133,18 +143,7 @@ code = 1011
     assert "reconnect delays" in view.summary() and "subscriptions restored" in view.summary()
 
 
-RESTART_503 = """
-name = "restart-503"
-vendor = "massive"
-duration = "1m"
-[client]
-subscribe = ["Q.O:SPY250321C00560000"]
-[[fault]]
-at = "0.5s"
-kind = "restart"
-duration = "1.5s"
-answer = "503"
-"""
+RESTART_503 = EXTERNAL + 'kind = "restart"\nduration = "1.5s"\nanswer = "503"\n'
 
 
 class _EveryFewMilliseconds(Backoff):
@@ -154,25 +153,9 @@ class _EveryFewMilliseconds(Backoff):
         return self.initial
 
 
-async def _through_a_restart(backoff: Backoff) -> dict[str, object]:
+async def _through_a_restart(backoff: Backoff) -> dict[str, Any]:
     """The server's view of one Massive client over TCP through a restart answering 503."""
-    stop = trio.Event()
-    views = []
-
-    async def serve(task_status: trio.TaskStatus[str]) -> None:
-        s = parse_scenario(RESTART_503, "restart-503.toml")
-        views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
-
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(serve)
-        async with MassiveClient("KEY", url, backoff=backoff) as client:
-            await client.subscribe("Q.O:SPY250321C00560000")
-            with trio.move_on_after(4.0):
-                async for _ in client:
-                    pass
-        stop.set()
-    (view,) = views
-    return view.to_json()
+    return (await _server_view(RESTART_503, backoff, seconds=4.0)).to_json()
 
 
 async def test_serve_scenario_counts_the_attempts_a_restart_turned_away() -> None:
@@ -180,12 +163,12 @@ async def test_serve_scenario_counts_the_attempts_a_restart_turned_away() -> Non
     off; the built-in backoff did. (Each new connection gets the schedule again, so a run of
     attempts follows every connection's restart; the first is checked.)"""
     hammering = await _through_a_restart(_EveryFewMilliseconds(initial=0.02))
-    first, *_ = hammering["retry_delays"]  # type: ignore[misc]
+    first, *_ = hammering["retry_delays"]
     assert len(first) >= 20 and sorted(first)[len(first) // 2] < 0.1  # most at once
-    assert isinstance(hammering["turned_away"], int) and hammering["turned_away"] >= len(first) - 1
+    assert hammering["turned_away"] >= len(first) - 1
     assert hammering["backed_off"] is False
     # Random(1)'s first draws make delays of 0.07, 0.85 and 1.5 s: one at once, never two.
     patient = await _through_a_restart(Backoff(initial=0.5, rng=random.Random(1)))
-    first, *_ = patient["retry_delays"]  # type: ignore[misc]
+    first, *_ = patient["retry_delays"]
     assert len(first) == 3  # two attempts turned away, then the connection that opened
     assert patient["backed_off"] is True
