@@ -20,7 +20,9 @@ or `feedlab chaos --client scenarios.naive:NAME` names them. The flaw, and the f
 - `theta_reuses_request_ids`: numbers requests from 0 on every connection and trusts the
   terminal to restore its streams after an upstream outage (a drop, then an outage);
 - `amberdata_keeps_old_ids`: routes pushes by the first connection's subscription ids after a
-  reconnect (any drop).
+  reconnect (any drop);
+- `amberdata_gives_up_on_503`: takes any HTTP answer to the upgrade for a refused key and
+  stops (a `restart` answering 503, as a load balancer with no backend does).
 
 They reach into the built-in clients' private methods on purpose: each override is the smallest
 change that reintroduces the bug. Never use them for anything but demonstrations and tests.
@@ -274,7 +276,8 @@ class _OldIdsAmberdata(AmberdataClient):
                 session.id_by_key[key] = first
 
 
-def amberdata_keeps_old_ids(
+def _amberdata(
+    cls: type[AmberdataClient],
     *,
     url: str,
     connector: Connector,
@@ -283,19 +286,24 @@ def amberdata_keeps_old_ids(
     seed: int,
     **options: Any,
 ) -> AmberdataClient:
-    """Amberdata client that keeps the first connection's subscription ids after a reconnect."""
     options.setdefault("backoff", Backoff(rng=random.Random(derive_seed(seed, "backoff"))))
-    return _OldIdsAmberdata(api_key, url, connector=connector, clock=clock, **options)
+    return cls(api_key, url, connector=connector, clock=clock, **options)
 
 
-NAIVE_CLIENTS: dict[str, tuple[str, ...]] = {
-    "massive": (
-        "massive_forgets_subscriptions",
-        "massive_keeps_duplicates",
-        "massive_no_gap_notice",
-        "massive_gives_up_at_once",
-    ),
-    "theta": ("theta_reuses_request_ids",),
-    "amberdata": ("amberdata_keeps_old_ids",),
-}
-"""The flawed clients of each vendor, by factory name in this module."""
+def amberdata_keeps_old_ids(**arguments: Any) -> AmberdataClient:
+    """Amberdata client that keeps the first connection's subscription ids after a reconnect."""
+    return _amberdata(_OldIdsAmberdata, **arguments)
+
+
+class _RejectionIsFatalAmberdata(AmberdataClient):
+    """Every HTTP answer to the upgrade is taken for a refused key: a 503 from a load balancer
+    whose backend is restarting stops the client for good."""
+
+    @staticmethod
+    def _refuses_the_key(status: int | None) -> bool:
+        return True
+
+
+def amberdata_gives_up_on_503(**arguments: Any) -> AmberdataClient:
+    """Amberdata client that stops on any rejected upgrade, 503 included."""
+    return _amberdata(_RejectionIsFatalAmberdata, **arguments)

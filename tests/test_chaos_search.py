@@ -18,6 +18,7 @@ NAIVE = [
     ("massive", "massive_no_gap_notice", "silent_loss"),
     ("massive", "massive_gives_up_at_once", "client_errors"),
     ("amberdata", "amberdata_keeps_old_ids", "silent_loss"),
+    ("amberdata", "amberdata_gives_up_on_503", "client_errors"),
 ]
 
 

@@ -510,7 +510,7 @@ class AmberdataClient:
             except* trio_websocket.ConnectionRejected as group:
                 status = getattr(group.exceptions[0], "status_code", None)
                 loss = f"handshake refused with HTTP {status}"
-                if status in (401, 403):
+                if self._refuses_the_key(status):
                     refused = AuthError(loss)
             except* (
                 trio_websocket.HandshakeError,
@@ -529,6 +529,12 @@ class AmberdataClient:
         if session is not None and session.fatal is not None:
             raise session.fatal
         return connected_at, session, loss
+
+    @staticmethod
+    def _refuses_the_key(status: int | None) -> bool:
+        """Whether an HTTP answer to the upgrade refuses the key (no reconnect can help), as
+        401 and 403 do; anything else (a 503 from a load balancer, a 502) is worth a retry."""
+        return status in (401, 403)
 
     async def _converse(
         self, connection: _Connection, session: _Session, gap: _Gap | None
