@@ -183,7 +183,7 @@ class Observation:
     published: list[OptionQuote | OptionTrade] = field(default_factory=list)
     samples: list[tuple[float, frozenset[str]]] = field(default_factory=list)
     actors: list[dict[str, Any]] = field(default_factory=list)
-    failed_connects: list[float] = field(default_factory=list)  # when the client's failed
+    failed_connects: list[float] = field(default_factory=list)  # when each connect failed
     error: str | None = None
     error_at: float | None = None
     consuming: trio.CancelScope | None = None

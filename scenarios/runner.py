@@ -212,7 +212,7 @@ class _Run:
                 opened = True
                 yield ws
         except BaseException:
-            if not opened:
+            if not opened and self.now() < self.end:  # not one the run's end cut short
                 self.obs.failed_connects.append(self.now())
             raise
 
