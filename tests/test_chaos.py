@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import io
 import math
 from collections.abc import AsyncIterator
@@ -360,6 +361,34 @@ def test_the_same_seed_gives_the_same_search() -> None:
     assert (first.examples, first.shrink_runs) == (second.examples, second.shrink_runs)
     other = search(settings("massive", factory, seed=1))
     assert other.examples != first.examples  # a different seed, a different search
+
+
+def test_a_search_draws_the_same_whatever_else_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hypothesis draws now and then a number from the source of the project's modules that
+    are loaded: a search must not, or the modules a test run (or the client's own module)
+    imported before it would change the schedules a seed draws."""
+    drawn: list[list[Fault]] = []
+    run = chaos.run_example
+
+    def recording(scenario: Any, wall_limit: float = 120.0) -> Any:
+        drawn.append(list(scenario.faults))
+        return run(scenario, wall_limit)
+
+    monkeypatch.setattr(chaos, "run_example", recording)
+    # Network weather only: every fault draws numbers from wide ranges (milliseconds, sizes).
+    weather = ("latency", "bandwidth", "slice", "fragment")
+    searched = settings(
+        "massive", examples=25, seed=3, skip=tuple(sorted(set(KINDS) - set(weather)))
+    )
+    search(searched)
+    before, drawn[:] = list(drawn), []
+    (tmp_path / "feed_handler_numbers.py").write_text(f"LIMITS = {list(range(100, 1000))}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("feed_handler_numbers")
+    search(searched)
+    assert drawn == before
 
 
 def test_a_shrink_budget_bounds_the_runs_spent_shrinking() -> None:
