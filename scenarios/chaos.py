@@ -110,7 +110,13 @@ NOT_SEARCHED: dict[str, str] = {
 
 CLOSE_CODES = (1011, 1000, 1001, 1008, 1012, 1013, 4000)
 CORRUPT_MODES = ("invalid_json", "wrong_type", "missing_field")
-SEARCHED_ANSWERS = ("refused", "503")  # of a `restart` (mocks.faults.RESTART_ANSWERS)
+# A `restart`'s answers (mocks.faults.RESTART_ANSWERS) drawn for the vendors whose clients read
+# the upgrade's HTTP status (Amberdata's: 401/403 is a refused key). Massive's and Theta's
+# clients meet every failed connect alike, and drawing the answer for them cost the search the
+# two-fault Theta flaw on 4 of 16 seeds within 200 examples (all 8 checked found without it).
+# Not "none": in virtual time it only waits out the runner's connector, 10 s a try.
+ANSWER_READERS = ("amberdata",)
+SEARCHED_ANSWERS = ("refused", "503")
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ def _make(kind: str) -> Callable[..., Fault]:
     return make
 
 
-def fault_strategy(kind: str, duration: float) -> st.SearchStrategy[Fault]:
+def fault_strategy(kind: str, duration: float, vendor: str) -> st.SearchStrategy[Fault]:
     """One fault of `kind` at a whole second within the first 60% of the run (recovery must be
     observable before the end), lasting at most a quarter of the run."""
     from hypothesis import strategies as st
@@ -188,10 +194,8 @@ def fault_strategy(kind: str, duration: float) -> st.SearchStrategy[Fault]:
         params["duration"] = st.none() | lasting
     elif kind == "restart":
         params["duration"] = lasting
-        # Not "none": in virtual time it only waits out the runner's connector (10 s a try),
-        # and the longer absences it makes cost the search the reconnect-then-outage
-        # examples that find the Theta flaw (4 of 16 seeds missed it within 200 examples).
-        params["answer"] = st.sampled_from(SEARCHED_ANSWERS)
+        if vendor in ANSWER_READERS:
+            params["answer"] = st.sampled_from(SEARCHED_ANSWERS)
     elif kind in ("upstream_outage", "heartbeat_stop", "withhold_pong", "stale"):
         params["duration"] = lasting
     elif kind in ("drop", "duplicate"):
@@ -250,7 +254,7 @@ def schedule_strategy(
     # moves towards the first tier and the first kind in it.
     one = st.one_of(
         [
-            st.one_of([fault_strategy(k, duration) for k in tier]).map(_as_is)
+            st.one_of([fault_strategy(k, duration, vendor) for k in tier]).map(_as_is)
             for tier in tiers
             if tier
         ]
