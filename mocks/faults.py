@@ -239,8 +239,9 @@ KINDS: dict[str, FaultKind] = _kinds(
                 "answer",
                 str,
                 "refused",
-                "what a connect meets meanwhile: refused (nobody listens) | none (accepted, the "
-                "upgrade never answered: a wedged server) | 503 (a load balancer with no backend)",
+                "what a connect meets meanwhile: refused (nobody listens) | none (accepted and "
+                "held, the upgrade never answered: a proxy before a dead server) | 503 (a load "
+                "balancer with no backend)",
             ),
         ),
         lasts=True,
