@@ -260,6 +260,19 @@ FOUND: dict[str, tuple[str, int, list[Fault]]] = {
         3,
         [fault("cut", at="1s"), fault("restart", at="1s", duration="37s")],
     ),
+    # A stall noticed 40 s later (a ping interval and timeout), then another of the new
+    # connection 0.6 s after it opened, its first event held by a reorder: both stalls' 80 s
+    # read as the first one's recovery. tests/test_scenario_runner.py
+    "massive-stall-of-the-reconnection": (
+        "massive",
+        36,
+        [
+            fault("stall", at="1s"),
+            fault("oversize_frame", at="1s"),
+            fault("reorder", at="1s", events=1, by=2),
+            fault("stall", at="41s"),
+        ],
+    ),
 }
 
 

@@ -257,6 +257,47 @@ duration = "25s"
     assert metrics["max_recovery"] <= back - 65
 
 
+def test_a_disruption_of_the_reconnection_is_a_recovery_of_its_own() -> None:
+    """Found by `feedlab chaos --vendor massive --seed 36`: a stall, noticed 40 s later (a ping
+    interval and its timeout); the new connection stalled 0.6 s after it opened, before its
+    first event (held by a reorder), and was noticed 40 s later again. Both stalls' 80 s read
+    as the first one's recovery. The first one's ends where the second hit the connection the
+    client had made since; the second's is its own."""
+    subscribe = ", ".join(f'"{s}"' for s in SUBSCRIPTIONS["massive"])
+    s = parse_scenario(
+        f"""
+name = "stall-of-the-reconnection"
+vendor = "massive"
+seed = 36
+duration = "180s"
+start = 2025-03-14T09:30:00-04:00
+[client]
+subscribe = [{subscribe}]
+[[fault]]
+kind = "stall"
+at = "1s"
+[[fault]]
+kind = "oversize_frame"
+at = "1s"
+[[fault]]
+kind = "reorder"
+at = "1s"
+events = 1
+by = 2
+[[fault]]
+kind = "stall"
+at = "41s"
+"""
+    )
+    report = run_scenario_sync(s)
+    opened = [c["opened"] for c in report.timeline["connections"]]
+    assert 40 < opened[1] < 41 < opened[2]  # the second stall hit the reconnection
+    metrics = report.metrics
+    assert metrics["unrecovered"] == 0
+    assert 38 <= metrics["max_recovery"] <= opened[2] - 41 + 2  # the second stall's own
+    assert metrics["p50_recovery"] <= 41 - 1  # the first's: to the second stall at most
+
+
 def at_the_close(vendor: str, seed: int, start: str, duration: str, faults: str) -> Scenario:
     """The chaos search's client and subscriptions in real trading hours, from `start` (ET)."""
     subscribe = ", ".join(f'"{s}"' for s in SUBSCRIPTIONS[vendor])
