@@ -8,10 +8,12 @@ the server?), whether each new connection asked for the same subscriptions as th
 and what was sent. A restart with the default answer closes the port: the kernel refuses those
 attempts, and no server sees them.
 
-Timing: every client connection gets the scenario's whole fault schedule, counted from the
-moment it first subscribed (the same `at`/`every`/`probability` as in `feedlab run`). Faults that
-act on the whole server (restart, upstream_outage, auth_failure, limits) fire on each
-connection's schedule too. The market runs from the scenario's `start`, seed and settings.
+Timing: the scenario *plays* as `feedlab run` plays it, its faults and actors timed from the
+moment a client connection first subscribed, and hitting every connection open when they fire.
+A client's reconnections within the scenario's `duration` are part of that play: the nightly
+restart comes once, and the disconnect storm's three closes are three different ones, wherever
+the client's connections stand. The first subscription after a play has ended starts the next.
+The market runs from the scenario's `start`, seed and settings.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import itertools
 import math
 import signal
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,10 @@ from mocks.serve import LIVE_RESOLUTION
 from mocks.server import Connection
 from mocks.sim.market import MarketSettings
 from mocks.testing import MockService, run_mock
-from scenarios.ground_truth import subscription_view
-from scenarios.model import Scenario
+from scenarios.actors import actor_record, play_actor
+from scenarios.ground_truth import ACTOR_HEADER, subscription_view
+from scenarios.model import Actor, Scenario
+from scenarios.runner import DEFAULT_KEYS
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
 
@@ -56,11 +61,22 @@ class ConnectionView:
 
 
 @dataclass
+class PlayView:
+    """One play of the scenario, timed from the subscription that started it."""
+
+    number: int
+    started: float
+    connection: int  # whose first subscription started it
+    faults: list[dict[str, Any]] = field(default_factory=list)  # as applied, actors included
+
+
+@dataclass
 class ServerView:
     scenario: str
     vendor: str
     url: str
     connections: list[ConnectionView] = field(default_factory=list)
+    plays: list[PlayView] = field(default_factory=list)
     turned_away: list[float] = field(default_factory=list)  # by a restart answering none/503
 
     def retry_delays(self) -> list[list[float]]:
@@ -106,6 +122,7 @@ class ServerView:
             "vendor": self.vendor,
             "url": self.url,
             "connections": [dataclasses.asdict(c) for c in self.connections],
+            "plays": [dataclasses.asdict(p) for p in self.plays],
             "auth_attempts": sum(1 for c in self.connections if c.authenticated is not None),
             "auth_failures": sum(1 for c in self.connections if c.authenticated is False),
             "reconnect_delays": delays,
@@ -126,6 +143,9 @@ class ServerView:
     def summary(self) -> str:
         data = self.to_json()
         lines = [f"scenario {self.scenario} on {self.url}: {len(self.connections)} connection(s)"]
+        for p in self.plays:
+            kinds = ", ".join(f["kind"] for f in p.faults) or "nothing yet"
+            lines.append(f"  play {p.number} from {p.started:.3f}s (#{p.connection}): {kinds}")
         for c in self.connections:
             closed = "open" if c.closed is None else f"closed at {c.closed:.3f}s"
             code = c.close_code or c.client_close_code
@@ -167,11 +187,13 @@ def _authenticated(conn: Connection) -> bool | None:
 
 
 class _Watcher:
-    """Gives each client connection its own copy of the schedule once it has subscribed."""
+    """Starts a play of the scenario when a client connection first subscribes and none is
+    playing, and keeps the view of every client connection (an actor's is not one)."""
 
     def __init__(self, s: Scenario, mock: MockService, view: ServerView) -> None:
         self.s, self.mock, self.view = s, mock, view
         self.views: dict[int, ConnectionView] = {}
+        self.play_ends = -math.inf  # market time
 
     def view_of(self, conn: Connection) -> ConnectionView:
         v = self.views.get(conn.conn_id)
@@ -180,6 +202,12 @@ class _Watcher:
             self.views[conn.conn_id] = v
             self.view.connections.append(v)
         return v
+
+    def clients(self) -> list[Connection]:
+        return [c for c in self.mock.history if ACTOR_HEADER not in c.info.headers]
+
+    def open_clients(self) -> list[int]:
+        return [c.conn_id for c in self.clients() if c.open]
 
     def refresh(self, conn: Connection) -> None:
         v = self.view_of(conn)
@@ -202,30 +230,61 @@ class _Watcher:
 
     async def run(self, nursery: trio.Nursery) -> None:
         while True:
-            for conn in list(self.mock.history):
+            for conn in self.clients():
                 self.refresh(conn)
                 v = self.views[conn.conn_id]
                 if v.subscribed_at is None and conn.open and self.subscribed(conn):
-                    v.subscribed_at = round(self.mock.market.now(), 3)
-                    nursery.start_soon(self.play, conn, v)
+                    now = self.mock.market.now()
+                    v.subscribed_at = round(now, 3)
+                    if now >= self.play_ends:
+                        self.play_ends = now + self.s.duration
+                        play = PlayView(len(self.view.plays) + 1, round(now, 3), conn.conn_id)
+                        self.view.plays.append(play)
+                        nursery.start_soon(self.play, play, now, self.api_key(conn))
             await trio.sleep(POLL)
 
-    async def play(self, conn: Connection, v: ConnectionView) -> None:
+    def api_key(self, conn: Connection) -> str:
+        """The key the client used, for an actor on the same account (Theta has none)."""
+        key = getattr(conn.session, "key", None)
+        return str(key or self.s.client.options.get("api_key", DEFAULT_KEYS[self.s.vendor]))
+
+    async def play(self, play: PlayView, base: float, api_key: str) -> None:
         director, market = self.mock.director, self.mock.market
-        base = market.now()
         schedule = sorted(
             (t, i, f)
             for i, f in enumerate(self.s.faults)
             for t in director.firing_times(i, f)
             if t <= self.s.duration
         )
-        for t, _, fault in schedule:
-            await trio.sleep_until(market.trio_time(base + t))
-            if not conn.open and fault.connection is None:
-                return
-            targeted = dataclasses.replace(fault, connection=conn.conn_id)
-            applied = await director.inject(targeted)
-            v.faults.append(applied.to_json())
+        async with trio.open_nursery() as nursery:
+            for index, actor in enumerate(self.s.actors):
+                nursery.start_soon(self.actor, play, base, index, actor, api_key)
+            for t, _, fault in schedule:
+                await trio.sleep_until(market.trio_time(base + t))
+                open_now = self.open_clients()
+                applied = await director.inject(fault)
+                self.note(play, applied.to_json(), applied.connections or open_now)
+
+    async def actor(
+        self, play: PlayView, base: float, index: int, actor: Actor, api_key: str
+    ) -> None:
+        market = self.mock.market
+        await trio.sleep_until(market.trio_time(base + actor.at))
+        record = actor_record(market.now(), actor)
+        self.note(play, record, self.open_clients())
+        mock = self.mock
+        await play_actor(mock, mock.connector, mock.url, index, actor, api_key, record)
+
+    def note(self, play: PlayView, applied: dict[str, Any], touched: Sequence[int]) -> None:
+        """Record a fault (or actor) in its play and in the view of each client connection it
+        touched: the ones it names, or for a server-wide one those open when it fired."""
+        play.faults.append(applied)
+        for conn in self.clients():  # one opened since the last look has no view yet
+            self.view_of(conn)
+        for conn_id in touched:
+            v = self.views.get(conn_id)
+            if v is not None:
+                v.faults.append(applied)
 
 
 async def serve_scenario(
@@ -269,7 +328,7 @@ async def serve_scenario(
                         break
                 else:
                     await stop.wait()
-                for conn in list(mock.history):
+                for conn in watcher.clients():
                     watcher.refresh(conn)
                 view.turned_away = [round(t, 3) for t in mock.turned_away]
                 nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ from mocks.sim.rng import derive_seed
 from mocks.sim.symbols import SymbolError
 from mocks.testing import MockService, run_mock
 from mocks.vendors import vendor_spec
+from scenarios.actors import actor_record, play_actor
 from scenarios.ground_truth import (
     ACTOR_HEADER,
     DISRUPTIVE,
@@ -187,13 +188,8 @@ class _Run:
             await trio.sleep_until(self.mock.market.trio_time(t))
             self.sample()
 
-    def url(self, path: str | None = None) -> str:
-        base = self.mock.tcp_url() if self.realtime else self.mock.url
-        if path is None:
-            return base
-        scheme, _, rest = base.partition("://")
-        host = rest.split("/", 1)[0]
-        return f"{scheme}://{host}{path}"
+    def url(self) -> str:
+        return self.mock.tcp_url() if self.realtime else self.mock.url
 
     @property
     def connector(self) -> Any:
@@ -218,28 +214,9 @@ class _Run:
 
     async def actor(self, index: int, actor: Actor) -> None:
         await trio.sleep_until(self.mock.market.trio_time(actor.at))
-        path = (actor.path or self.mock.path).replace("{api_key}", self.api_key)
-        record: dict[str, Any] = {"time": round(self.now(), 6), "kind": "actor",
-                                  "params": {"hold": actor.hold, "messages": len(actor.send)},
-                                  "connections": [], "note": ""}  # fmt: skip
+        record = actor_record(self.now(), actor)
         self.obs.actors.append(record)
-        before = len(self.mock.history)
-        try:
-            async with self.connector(
-                self.url(path), [(ACTOR_HEADER.encode(), b"%d" % index)]
-            ) as ws:
-                record["connections"] = [
-                    c.conn_id for c in self.mock.history[before:] if ACTOR_HEADER in c.info.headers
-                ][:1]
-                for message in actor.send:
-                    await ws.send_message(message.replace("{api_key}", self.api_key))
-                with trio.move_on_after(actor.hold):
-                    while True:
-                        await ws.get_message()
-        except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError) as exc:
-            record["note"] = type(exc).__name__
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            record["note"] = type(exc).__name__
+        await play_actor(self.mock, self.connector, self.url(), index, actor, self.api_key, record)
 
     async def drive(self, factory: ClientFactory) -> None:
         """The application: subscribe, then hand every event to `observe` until told to stop."""

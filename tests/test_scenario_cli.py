@@ -85,7 +85,7 @@ def test_serve_scenario_refuses_another_vendors_file(capsys: pytest.CaptureFixtu
     assert main(["serve", "massive", "--report", "x.json"]) == 2
 
 
-# One fault, 0.5 s after each connection subscribes; the fault's kind and parameters follow.
+# One fault, 0.5 s after a connection first subscribes; the fault's kind and parameters follow.
 EXTERNAL = """
 name = "external"
 vendor = "massive"
@@ -97,9 +97,11 @@ at = "0.5s"
 """
 
 
-async def _server_view(text: str, backoff: Backoff, seconds: float) -> ServerView:
-    """`serve_scenario` on a free port, one built-in Massive client reading for `seconds`,
-    then the server's view."""
+async def _server_view(
+    text: str, backoff: Backoff, seconds: float, *, clients: int = 1, key: str = "KEY"
+) -> ServerView:
+    """`serve_scenario` on a free port, built-in Massive clients one after the other, each
+    reading for `seconds`, then the server's view."""
     s = parse_scenario(text, "external.toml")
     stop = trio.Event()
     views = []
@@ -109,38 +111,106 @@ async def _server_view(text: str, backoff: Backoff, seconds: float) -> ServerVie
 
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve)
-        async with MassiveClient("KEY", url, backoff=backoff) as client:
-            await client.subscribe(*s.client.subscribe)
-            with trio.move_on_after(seconds):
-                async for _ in client:
-                    pass
+        for _ in range(clients):
+            async with MassiveClient(key, url, backoff=backoff) as client:
+                await client.subscribe(*s.client.subscribe)
+                with trio.move_on_after(seconds):
+                    async for _ in client:
+                        pass
         stop.set()
     (view,) = views
     return view
 
 
-async def test_serve_scenario_applies_faults_per_connection_and_reports_the_server_view(
+async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
     tmp_path: Path,
 ) -> None:
-    """Real clock, TCP: the scenario's close comes 0.5 s after each connection subscribes; the
-    built-in client reconnects, resubscribes, and the view shows both."""
+    """Real clock, TCP: the scenario's close comes 0.5 s after the client subscribed; the
+    built-in client reconnects, resubscribes, and the view shows both connections. The
+    reconnection is part of the same play: it is not closed again."""
     view = await _server_view(
         EXTERNAL + 'kind = "close"\ncode = 1011\n',
         Backoff(initial=0.2, rng=random.Random(1)),
         seconds=2.0,
     )
     data = view.to_json()
-    first, second = data["connections"][:2]
+    first, second = data["connections"]
     assert first["close_code"] == 1011 and first["authenticated"] is True
-    assert [f["kind"] for f in first["faults"]] == ["close"]
+    assert [f["kind"] for f in first["faults"]] == ["close"] and second["faults"] == []
+    assert [p["connection"] for p in data["plays"]] == [first["id"]]
     assert first["subscriptions"] == second["subscriptions"] == ["Q.O:SPY250321C00560000"]
-    assert data["subscriptions_restored"] and all(data["subscriptions_restored"])
-    assert data["auth_attempts"] >= 2 and data["auth_failures"] == 0
+    assert data["subscriptions_restored"] == [True]
+    assert data["auth_attempts"] == 2 and data["auth_failures"] == 0
     assert all(d >= 0 for d in data["reconnect_delays"]) and data["events_sent"] > 0
     path = tmp_path / "view.json"
     view.write(path)
     assert json.loads(path.read_text())["scenario"] == "external"
-    assert "reconnect delays" in view.summary() and "subscriptions restored" in view.summary()
+    summary = view.summary()
+    assert "reconnect delays" in summary and "subscriptions restored" in summary
+    assert "play 1 from" in summary
+
+
+STORM = """
+name = "storm"
+vendor = "massive"
+duration = "3.5s"
+[client]
+subscribe = ["Q.O:SPY250321C00560000"]
+[[fault]]
+at = "0.5s"
+kind = "close"
+code = 1011
+[[fault]]
+at = "1.5s"
+kind = "close"
+code = 1012
+[[fault]]
+at = "2.5s"
+kind = "close"
+code = 1001
+"""
+
+
+async def test_serve_scenario_plays_a_storm_once_across_the_reconnections() -> None:
+    """Three different closes: the client's connections meet them one after the other, as
+    scheduled from its first subscription (a schedule per connection would close each one
+    with the first, 1011, and never play the rest). A second client arriving after the
+    play's `duration` starts the next play (and so would the first coming back after it)."""
+    view = await _server_view(STORM, Backoff(initial=0.05, rng=random.Random(2)), 4.0, clients=2)
+    codes = [c.close_code for c in view.connections]
+    assert codes[:3] == [1011, 1012, 1001]
+    assert view.plays[0].connection == view.connections[0].id
+    assert view.plays[1].connection == view.connections[4].id  # the second client's first
+    assert [f["kind"] for f in view.plays[0].faults] == ["close"] * 3
+    assert codes[4] == 1011  # the second client, 0.5 s into the second play
+
+
+EVICTING_ACTOR = """
+name = "evicted"
+vendor = "massive"
+duration = "1m"
+[client]
+subscribe = ["Q.O:SPY250321C00560000"]
+[[actor]]
+at = "0.5s"
+hold = "0.5s"
+send = ['{"action":"auth","params":"{api_key}"}']
+"""
+
+
+async def test_serve_scenario_plays_the_actors_with_the_clients_key() -> None:
+    """An `[[actor]]` logs in with the key the external client used: one connection per
+    account, so the client's connection is the one evicted (max_connections: the built-in
+    client waits a while before it tries again); the actor's connection is not in the view of
+    the client's."""
+    view = await _server_view(
+        EVICTING_ACTOR, Backoff(initial=0.2, rng=random.Random(1)), 1.5, key="MINE"
+    )
+    first = view.connections[0]
+    assert first.close_code == 1008
+    (actor,) = view.plays[0].faults
+    assert first.faults == [actor] and actor["kind"] == "actor" and actor["note"] == ""
+    assert actor["connections"] and actor["connections"][0] not in {c.id for c in view.connections}
 
 
 RESTART_503 = EXTERNAL + 'kind = "restart"\nduration = "1.5s"\nanswer = "503"\n'
@@ -160,8 +230,7 @@ async def _through_a_restart(backoff: Backoff) -> dict[str, Any]:
 
 async def test_serve_scenario_counts_the_attempts_a_restart_turned_away() -> None:
     """Answering 503 the server sees every attempt: a client retrying every 20 ms did not back
-    off; the built-in backoff did. (Each new connection gets the schedule again, so a run of
-    attempts follows every connection's restart; the first is checked.)"""
+    off; the built-in backoff did."""
     hammering = await _through_a_restart(_EveryFewMilliseconds(initial=0.02))
     first, *_ = hammering["retry_delays"]
     assert len(first) >= 20 and sorted(first)[len(first) // 2] < 0.1  # most at once
