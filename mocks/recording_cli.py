@@ -362,6 +362,13 @@ def _scenario_faults(path: str, vendor: str) -> tuple[Any, ...]:
         raise UsageError(str(exc)) from None
     if scenario.vendor != vendor:
         raise UsageError(f"{path}: vendor: the scenario is for {scenario.vendor}, not {vendor}")
+    from mocks.replay import NOT_REPLAYED
+
+    left_out = sorted({f.kind for f in scenario.faults if f.kind in NOT_REPLAYED})
+    left_out += ["actor"] if scenario.actors else []
+    if left_out:
+        print(f"feedlab: warning: {path}: not played over a replay: {', '.join(left_out)}",
+              file=sys.stderr)  # fmt: skip
     return tuple(scenario.faults)
 
 

@@ -12,7 +12,7 @@ vendor-specific lives in `mocks/<vendor>/replay.py`.
 The replay runs on the same `MockServer` as the mock, so byte, WebSocket and session faults (cut,
 close, stall, latency, eviction, upstream outage...) and corruption of frames apply on top of it.
 Message faults that act on market events (drop, duplicate, reorder, sequence, stale, burst) do
-not: a replay has frames, not market events.
+not: a replay has frames, not market events. Nor do a scenario's actors.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import trio
 
 from mocks.director import Director
-from mocks.faults import Fault
+from mocks.faults import KINDS, Fault
 from mocks.hub import Hub
 from mocks.recording import Record, Recording, read_recording
 from mocks.server import MockServer
@@ -44,6 +44,14 @@ CHUNK = 64  # frames a playback hands over per turn at most; the driver reads th
 SCAN = 4096  # recorded frames a playback looks at per turn at most (most may not be wanted)
 MAX_SPEED_LEAD = 0.05  # at --speed max, a playback starts this long after the first subscription
 LOOP_GAP = 0.0  # seconds between the end of one pass and the start of the next
+
+
+# The fault kinds a replay leaves out: they act on market events, and a replay has frames.
+NOT_REPLAYED = frozenset(
+    k.name
+    for k in KINDS.values()
+    if k.layer == "market" or (k.layer == "message" and k.name != "corrupt")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -373,3 +373,26 @@ def test_speed_must_be_a_factor_or_max(capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["replay", "x.jsonl", "--speed", "fast"]) == 2
     assert "--speed takes a factor or 'max'" in capsys.readouterr().err
+
+
+def test_a_scenario_over_a_replay_names_what_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --replay FILE --scenario S`: faults on market events and actors cannot play over
+    recorded frames; one warning line names them, and the rest of the faults are served."""
+    from mocks.recording_cli import _scenario_faults
+
+    path = tmp_path / "mixed.toml"
+    path.write_text(
+        'name = "mixed"\nvendor = "massive"\nduration = "1m"\n'
+        '[client]\nsubscribe = ["Q.O:SPY250321C00560000"]\n'
+        '[[fault]]\nat = "5s"\nkind = "drop"\n'
+        '[[fault]]\nat = "6s"\nkind = "close"\n'
+        '[[actor]]\nat = "7s"\nsend = []\n'
+    )
+    faults = _scenario_faults(str(path), "massive")
+    assert [f.kind for f in faults] == ["drop", "close"]
+    err = capsys.readouterr().err
+    assert err == f"feedlab: warning: {path}: not played over a replay: drop, actor\n"
+    _scenario_faults(str(ROOT / "scenarios/library/massive-disconnect-storm.toml"), "massive")
+    assert capsys.readouterr().err == ""
