@@ -13,7 +13,9 @@ moment a client connection first subscribed, and hitting every connection open w
 A client's reconnections within the scenario's `duration` are part of that play: the nightly
 restart comes once, and the disconnect storm's three closes are three different ones, wherever
 the client's connections stand. The first subscription after a play has ended starts the next.
-The market runs from the scenario's `start`, seed and settings.
+The market runs from the scenario's `start`, seed and settings. Each play judges the scenario's
+`[expect]` bounds a server can count (connections, reconnects, resubscription, turned-away
+attempts) and lists the rest as not seen.
 """
 
 from __future__ import annotations
@@ -36,8 +38,14 @@ from mocks.server import Connection
 from mocks.sim.market import MarketSettings
 from mocks.testing import MockService, run_mock
 from scenarios.actors import actor_record, play_actor
-from scenarios.ground_truth import ACTOR_HEADER, subscription_view
-from scenarios.model import Actor, Scenario
+from scenarios.ground_truth import (
+    ACTOR_HEADER,
+    DISRUPTIVE,
+    check_expectation,
+    subscription_view,
+)
+from scenarios.model import BOOL_METRICS, Actor, Scenario, expectation_metric
+from scenarios.report import Expectation
 from scenarios.runner import DEFAULT_KEYS
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
@@ -62,7 +70,9 @@ class ConnectionView:
 
 @dataclass
 class PlayView:
-    """One play of the scenario, timed from the subscription that started it."""
+    """One play of the scenario, timed from the subscription that started it. Its connections
+    are the client connections that first subscribed (or, never subscribing, opened) from then
+    until the next play started."""
 
     number: int
     started: float
@@ -78,6 +88,43 @@ class ServerView:
     connections: list[ConnectionView] = field(default_factory=list)
     plays: list[PlayView] = field(default_factory=list)
     turned_away: list[float] = field(default_factory=list)  # by a restart answering none/503
+    expect: dict[str, float] = field(default_factory=dict)  # the scenario's [expect]
+
+    def play_of(self, c: ConnectionView) -> int | None:
+        t = c.opened if c.subscribed_at is None else c.subscribed_at
+        return max((p.number for p in self.plays if p.started <= t), default=None)
+
+    def metrics(self, play: PlayView) -> dict[str, Any]:
+        """What a server can count of `feedlab run`'s metrics for one play (None: it cannot:
+        the attempts a closed port refused never reach it)."""
+        conns = [c for c in self.connections if self.play_of(c) == play.number]
+        breaks = [c.closed for c in conns if c.closed is not None]
+        breaks += [f["time"] for f in play.faults if f["kind"] in DISRUPTIVE | {"actor"}]
+        first_break = min(breaks, default=math.inf)
+        subscribed = [sorted(c.subscriptions) for c in conns if c.subscriptions]
+        restarts = [f for f in play.faults if f["kind"] == "restart"]
+        later = [p.started for p in self.plays if p.number > play.number]
+        until = min(later, default=math.inf)
+        return {
+            "connections": len(conns),
+            "reconnects": sum(1 for c in conns[1:] if c.opened >= first_break),
+            "resubscribed_exactly": all(s == subscribed[0] for s in subscribed),
+            "failed_connects": None
+            if any(f["params"].get("answer", "refused") == "refused" for f in restarts)
+            else sum(1 for t in self.turned_away if play.started <= t < until),
+        }
+
+    def checks(self, play: PlayView) -> tuple[list[Expectation], list[str]]:
+        """The scenario's expectations the server can judge for one play, and the rest."""
+        metrics = self.metrics(play) | {"unrecovered": 0}
+        held, unchecked = [], []
+        for key, bound in self.expect.items():
+            metric, _ = expectation_metric(key)
+            if metrics.get(metric) is None:
+                unchecked.append(key)
+            else:
+                held.append(check_expectation(key, bound, metrics))
+        return held, unchecked
 
     def retry_delays(self) -> list[list[float]]:
         """After each connection that closed: the seconds to the first attempt, and between
@@ -117,12 +164,27 @@ class ServerView:
     def to_json(self) -> dict[str, Any]:
         delays = self.reconnect_delays()
         retries = self.retry_delays()
+        plays = []
+        for p in self.plays:
+            checked, unchecked = self.checks(p)
+            plays.append(
+                dataclasses.asdict(p)
+                | {
+                    "connections": [c.id for c in self.connections if self.play_of(c) == p.number],
+                    "metrics": self.metrics(p),
+                    "expectations": [e.to_json() for e in checked],
+                    "unchecked": unchecked,
+                }
+            )
         return {
             "scenario": self.scenario,
             "vendor": self.vendor,
             "url": self.url,
-            "connections": [dataclasses.asdict(c) for c in self.connections],
-            "plays": [dataclasses.asdict(p) for p in self.plays],
+            "connections": [
+                dataclasses.asdict(c) | {"play": self.play_of(c)} for c in self.connections
+            ],
+            "plays": plays,
+            "passed": bool(plays) and all(e["held"] for p in plays for e in p["expectations"]),
             "auth_attempts": sum(1 for c in self.connections if c.authenticated is not None),
             "auth_failures": sum(1 for c in self.connections if c.authenticated is False),
             "reconnect_delays": delays,
@@ -146,6 +208,11 @@ class ServerView:
         for p in self.plays:
             kinds = ", ".join(f["kind"] for f in p.faults) or "nothing yet"
             lines.append(f"  play {p.number} from {p.started:.3f}s (#{p.connection}): {kinds}")
+            checked, unchecked = self.checks(p)
+            for e in checked:
+                lines.append(f"    {_described(e)}: {'held' if e.held else 'BROKEN'}")
+            if unchecked:
+                lines.append(f"    not seen by a server: {', '.join(unchecked)}")
         for c in self.connections:
             closed = "open" if c.closed is None else f"closed at {c.closed:.3f}s"
             code = c.close_code or c.client_close_code
@@ -164,6 +231,13 @@ class ServerView:
         )
         lines.append(f"subscriptions restored: {data['subscriptions_restored'] or 'n/a'}")
         return "\n".join(lines) + "\n"
+
+
+def _described(e: Expectation) -> str:
+    metric, minimum = expectation_metric(e.metric)
+    if metric in BOOL_METRICS:
+        return f"{metric} {bool(e.actual)} (expected {bool(e.bound)})"
+    return f"{metric} {e.actual:g} ({'at least' if minimum else 'at most'} {e.bound:g})"
 
 
 def _backed_off(delays: list[float], retries: list[list[float]]) -> bool:
@@ -316,7 +390,7 @@ async def serve_scenario(
         chosen = vendor_spec(s.vendor).default_port if port is None else port
         await mock.serve_tcp(host, chosen, ssl_context=ssl_context)
         url = mock.tcp_url(f"[{host}]" if ":" in host else host)
-        view = ServerView(s.name, s.vendor, url)
+        view = ServerView(s.name, s.vendor, url, expect=dict(s.expect))
         watcher = _Watcher(s, mock, view)
         print(f"{s.vendor} listening on {url} with scenario {s.name}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -384,7 +384,7 @@ def compare(run: _Run) -> Report:
     metrics["client_errors"] = 0 if obs.error is None else 1
     metrics["client_error"] = obs.error
 
-    expectations = [_check(key, bound, metrics) for key, bound in s.expect.items()]
+    expectations = [check_expectation(key, bound, metrics) for key, bound in s.expect.items()]
     faults = [a.to_json() for a in mock.director.applied] + obs.actors
     faults.sort(key=lambda f: f["time"])
     return Report(
@@ -704,7 +704,7 @@ def _resubscribed(
     )
 
 
-def _check(key: str, bound: float, metrics: dict[str, Any]) -> Expectation:
+def check_expectation(key: str, bound: float, metrics: dict[str, Any]) -> Expectation:
     metric, minimum = expectation_metric(key)
     value = metrics[metric]
     actual = float(value) if value is not None else math.nan

@@ -14,7 +14,7 @@ import trio
 from clients.common import Backoff
 from clients.massive import MassiveClient
 from mocks.cli import main
-from scenarios.external import ServerView, serve_scenario
+from scenarios.external import ConnectionView, PlayView, ServerView, serve_scenario
 from scenarios.model import parse_scenario
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
@@ -128,8 +128,9 @@ async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
     """Real clock, TCP: the scenario's close comes 0.5 s after the client subscribed; the
     built-in client reconnects, resubscribes, and the view shows both connections. The
     reconnection is part of the same play: it is not closed again."""
+    expect = "[expect]\nconnections = 2\nmin_reconnects = 1\nresubscribed_exactly = true\n"
     view = await _server_view(
-        EXTERNAL + 'kind = "close"\ncode = 1011\n',
+        EXTERNAL + 'kind = "close"\ncode = 1011\n' + expect + "silent_loss = 0\n",
         Backoff(initial=0.2, rng=random.Random(1)),
         seconds=2.0,
     )
@@ -137,7 +138,14 @@ async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
     first, second = data["connections"]
     assert first["close_code"] == 1011 and first["authenticated"] is True
     assert [f["kind"] for f in first["faults"]] == ["close"] and second["faults"] == []
-    assert [p["connection"] for p in data["plays"]] == [first["id"]]
+    (play,) = data["plays"]
+    assert play["connection"] == first["id"] and play["connections"] == [1, 2]
+    assert [(e["metric"], e["actual"], e["held"]) for e in play["expectations"]] == [
+        ("connections", 2, True),
+        ("min_reconnects", 1, True),
+        ("resubscribed_exactly", 1, True),
+    ]
+    assert play["unchecked"] == ["silent_loss"] and data["passed"] is True
     assert first["subscriptions"] == second["subscriptions"] == ["Q.O:SPY250321C00560000"]
     assert data["subscriptions_restored"] == [True]
     assert data["auth_attempts"] == 2 and data["auth_failures"] == 0
@@ -147,7 +155,39 @@ async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
     assert json.loads(path.read_text())["scenario"] == "external"
     summary = view.summary()
     assert "reconnect delays" in summary and "subscriptions restored" in summary
-    assert "play 1 from" in summary
+    assert "play 1 from" in summary and "connections 2 (at most 2): held" in summary
+    assert "not seen by a server: silent_loss" in summary
+
+
+def test_the_server_view_judges_what_a_server_can_count() -> None:
+    """Per play: connections, reconnects (opened after the first break), resubscribed exactly,
+    and the attempts a restart turned away unless its answer was the closed port's."""
+    view = ServerView("s", "massive", "ws://x", expect={"connections": 2, "failed_connects": 3})
+    view.connections = [
+        ConnectionView(1, "a", opened=0.0, closed=5.0, subscribed_at=0.1, subscriptions=["A"]),
+        ConnectionView(2, "b", opened=9.0, subscribed_at=9.1, subscriptions=["A"]),
+        ConnectionView(3, "c", opened=9.5, subscriptions=[]),  # never subscribed: auth failed?
+        ConnectionView(4, "d", opened=70.0, subscribed_at=70.1, subscriptions=["B"]),
+    ]
+    restart = {"time": 5.0, "kind": "restart", "params": {"answer": "503"}, "connections": []}
+    view.plays = [PlayView(1, 0.1, 1, [restart]), PlayView(2, 70.1, 4)]
+    view.turned_away = [6.0, 7.0, 8.0, 8.5, 71.0]
+    first, second = view.to_json()["plays"]
+    assert first["connections"] == [1, 2, 3] and second["connections"] == [4]
+    assert first["metrics"] == {
+        "connections": 3,
+        "reconnects": 2,
+        "resubscribed_exactly": True,
+        "failed_connects": 4,
+    }
+    assert [e["held"] for e in first["expectations"]] == [False, False]
+    assert "connections 3 (at most 2): BROKEN" in view.summary()
+    assert view.to_json()["passed"] is False
+    restart["params"] = {"answer": "refused"}  # the kernel refused: no server saw them
+    assert view.metrics(view.plays[0])["failed_connects"] is None
+    assert view.checks(view.plays[0])[1] == ["failed_connects"]
+    view.connections[1].subscriptions = ["B"]
+    assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
 
 
 STORM = """
