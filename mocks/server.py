@@ -341,6 +341,8 @@ class Connection:
             )
             for observer in self.server.observers:
                 observer.closed(self, self.closed_at)
+            for hook in self.server.on_close:
+                hook(self)
             hub.forget(self.conn_id)
             session.closed(market.now())
             self.done.set()
@@ -584,6 +586,9 @@ class MockServer:
         # Called with every newly accepted connection: network conditions (latency, bandwidth,
         # ...) that a fault set for a while apply to reconnections too.
         self.on_accept: list[Callable[[Connection], None]] = []
+        # Called as each connection ends, while its session still holds what it had (its
+        # authentication, its subscriptions): `serve --scenario`'s view of short connections.
+        self.on_close: list[Callable[[Connection], None]] = []
         self.faults: MessageFilter | None = None  # message-level faults (mocks.director)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

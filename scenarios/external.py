@@ -283,6 +283,12 @@ class _Watcher:
     def open_clients(self) -> list[int]:
         return [c.conn_id for c in self.clients() if c.open]
 
+    def closing(self, conn: Connection) -> None:
+        """A connection ends: look at it once more before its session lets go (one shorter
+        than a poll would otherwise read as never authenticated, never subscribed)."""
+        if ACTOR_HEADER not in conn.info.headers:
+            self.refresh(conn)
+
     def refresh(self, conn: Connection) -> None:
         v = self.view_of(conn)
         v.closed = None if conn.closed_at is None else round(conn.closed_at, 3)
@@ -392,6 +398,7 @@ async def serve_scenario(
         url = mock.tcp_url(f"[{host}]" if ":" in host else host)
         view = ServerView(s.name, s.vendor, url, expect=dict(s.expect))
         watcher = _Watcher(s, mock, view)
+        mock.mock_server.on_close.append(watcher.closing)
         print(f"{s.vendor} listening on {url} with scenario {s.name}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
