@@ -51,6 +51,30 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _start(text: str) -> dt.datetime | str:
+    """--start: an ISO date-time with its UTC offset, or `now`."""
+    if text == "now":
+        return text
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"needs a UTC offset (e.g. 2025-03-14T15:58:00-04:00): {text!r}"
+        )
+    return value
+
+
+def starts_now(args: argparse.Namespace) -> bool:
+    return getattr(args, "start", None) in (None, "now")
+
+
+def market_start(args: argparse.Namespace) -> dt.datetime:
+    """Where a served market's time begins: `--start`, or now (the only wall-clock read)."""
+    return dt.datetime.now(UTC) if starts_now(args) else args.start
+
+
 def _rate(text: str) -> float | None:
     """--rate: events per second in total, or `max` (as fast as clients drain)."""
     if text == "max":
@@ -79,7 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="port (one vendor only; 0 picks a free port); default: the vendor's",
     )
-    serve.add_argument("--seed", type=whole_number, default=0)
+    serve.add_argument(
+        "--seed", type=whole_number, default=None, help="default 0; with --scenario, the file's"
+    )
+    serve.add_argument(
+        "--start",
+        type=_start,
+        default=None,
+        metavar="DATETIME|now",
+        help="market time at the start, with its UTC offset (default: now; with --scenario, "
+        "the file's start)",
+    )
     serve.add_argument(
         "--rate",
         type=_rate,
@@ -98,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--market-hours",
         choices=("always", "real"),
-        default="always",
-        help="always: data at any hour (default); real: follow the exchanges",
+        default=None,
+        help="always: data at any hour (default, or the scenario's); real: follow the exchanges",
     )
     serve.add_argument(
         "--strict",
@@ -111,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         default=None,
         metavar="FILE",
-        help="apply this scenario's faults to every client connection, timed from its first "
-        "subscription; on exit print what the server saw",
+        help="play this scenario's faults and actors against the clients, timed from a client's "
+        "first subscription; on exit print what the server saw",
     )
     serve.add_argument(
         "--report", default=None, metavar="FILE", help="with --scenario: the server's view as JSON"
@@ -187,6 +221,9 @@ def _serve(args: argparse.Namespace) -> int:
     from mocks.recording_cli import serve_hooks
     from mocks.serve import FORGET_AFTER, serve_forever, warn_if_exposed
 
+    given_seed, given_hours = args.seed, args.market_hours  # None: not given
+    args.seed = 0 if given_seed is None else given_seed
+    args.market_hours = given_hours or "always"
     recorded_or_replayed = serve_hooks(args)  # --record FILE / --replay FILE [--scenario S]
     if recorded_or_replayed is not None:
         return recorded_or_replayed
@@ -198,6 +235,15 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError("--report goes with --scenario")
         if len(args.vendors) != 1:
             raise UsageError("--scenario takes one vendor")
+        if args.rate is None:
+            raise UsageError("--rate max does not go with --scenario; give events per second")
+        market: dict[str, object] = {}  # what the command line says instead of the file
+        if given_hours is not None:
+            market["always_open"] = given_hours == "always"
+        if args.rate:
+            market["total_rate"] = args.rate
+        if args.strict:
+            market["strict"] = True
         with tls_from_args(args, args.host) as tls:
             warn_if_exposed(args.host)
             if tls is not None:
@@ -209,6 +255,10 @@ def _serve(args: argparse.Namespace) -> int:
                 args.host,
                 args.port,
                 None if tls is None else tls.context,
+                seed=given_seed,
+                start=None if args.start is None else market_start(args),
+                market=market,
+                api_keys=tuple(args.api_keys),
             )
 
     names: list[str] = []
@@ -223,7 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--port takes one vendor; with several, omit it or use --port 0")
     settings = MarketSettings(
         seed=args.seed,
-        start=dt.datetime.now(UTC),  # the only wall-clock read: the market starts now
+        start=market_start(args),
         always_open=args.market_hours == "always",
         strict=args.strict,
         total_rate=args.rate or None,
@@ -244,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
                     tuple(args.api_keys),
                     args.rate is None,
                     None if tls is None else tls.context,
-                    wall_clock=True,
+                    wall_clock=starts_now(args),
                 )
             )
         except KeyboardInterrupt:

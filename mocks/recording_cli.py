@@ -12,7 +12,6 @@ subcommands on their own.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
 import re
 import signal
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from mocks.cli import UsageError
+from mocks.cli import UsageError, market_start, starts_now
 from mocks.recorder import (
     RecordingProxy,
     Redactor,
@@ -194,6 +193,8 @@ def serve_hooks(args: argparse.Namespace) -> int | None:
         raise UsageError(f"--{'record' if record else 'replay'} takes one vendor of {VENDORS}")
     vendor = vendors[0]
     if replay is not None:
+        if getattr(args, "start", None) is not None:
+            raise UsageError("--start does not go with --replay: a recording keeps its own time")
         recording = load(replay)
         if recording.vendor != vendor:
             raise UsageError(f"{replay}: line 1: a {recording.vendor} recording, not {vendor}")
@@ -282,13 +283,12 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
         url,
         warn_if_exposed,
     )
-    from mocks.sim.clock import UTC
     from mocks.sim.market import MarketSettings
 
     _writable(out)
     settings = MarketSettings(
         seed=args.seed,
-        start=dt.datetime.now(UTC),
+        start=market_start(args),
         always_open=getattr(args, "market_hours", "always") == "always",
         strict=getattr(args, "strict", False),
         total_rate=getattr(args, "rate", 0.0) or None,
@@ -299,7 +299,7 @@ def _serve_recorded(args: argparse.Namespace, vendor: str, out: Path) -> int:
     spec = vendor_spec(vendor)
 
     async def main(writer: RecordingWriter, tls: Tls | None) -> None:
-        market = serving_market(settings, max_rate=max_rate, wall_clock=True)
+        market = serving_market(settings, max_rate=max_rate, wall_clock=starts_now(args))
         with (
             trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
             server_collector(),

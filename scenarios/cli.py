@@ -7,9 +7,12 @@ held, 1 otherwise.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import functools
 import ssl
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from mocks.cli import UsageError
@@ -53,7 +56,14 @@ def serve_command(
     host: str,
     port: int | None,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    seed: int | None = None,
+    start: dt.datetime | None = None,
+    market: Mapping[str, object] | None = None,
+    api_keys: tuple[str, ...] = (),
 ) -> int:
+    """Serve one scenario file; what the command line gives instead of the file's (a seed, a
+    start, market settings, the keys to accept) replaces it."""
     import trio
 
     from mocks.vendors import VENDORS
@@ -64,6 +74,13 @@ def serve_command(
     (scenario,) = load_all([path])
     if scenario.vendor != vendor:
         raise UsageError(f"{path}: vendor: the scenario is for {scenario.vendor}, not {vendor}")
+    scenario = dataclasses.replace(
+        scenario,
+        seed=scenario.seed if seed is None else seed,
+        start=scenario.start if start is None else start,
+        market={**scenario.market, **(market or {})},
+        mock={**scenario.mock, "api_keys": list(api_keys)} if api_keys else scenario.mock,
+    )
     if report is not None and not Path(report).parent.is_dir():
         raise UsageError(f"--report: no such directory: {Path(report).parent}")
     try:

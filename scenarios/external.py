@@ -399,7 +399,11 @@ async def serve_scenario(
         view = ServerView(s.name, s.vendor, url, expect=dict(s.expect))
         watcher = _Watcher(s, mock, view)
         mock.mock_server.on_close.append(watcher.closing)
-        print(f"{s.vendor} listening on {url} with scenario {s.name}", flush=True)
+        print(
+            f"{s.vendor} listening on {url} with scenario {s.name} "
+            f"(seed {s.seed}, market time from {s.start.isoformat()})",
+            flush=True,
+        )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watcher.run, nursery)

@@ -43,6 +43,7 @@ def files(tmp_path: Path) -> dict[str, str]:
         "notgzip.jsonl.gz": b"\x1f\x8b\x08garbage",
         "notrecording.jsonl": b'{"a": 1}\n',
         "cert.pem": b"not a certificate\n",
+        "good.toml": GOOD_SCENARIO,
     }
     out: dict[str, str] = {}
     for name, content in made.items():
@@ -76,6 +77,10 @@ CASES = [
     ("serve massive --rate inf", "--rate"),
     ("serve massive --seed x", "--seed"),
     ("serve massive --market-hours sometimes", "--market-hours"),
+    ("serve massive --start yesterday", "--start: not an ISO date-time: 'yesterday'"),
+    ("serve massive --start 2025-03-14T09:30:00", "--start: needs a UTC offset"),
+    ("serve massive --replay x.jsonl --start now", "--start does not go with --replay"),
+    ("serve massive --scenario {good.toml} --rate max", "--rate max does not go with --scenario"),
     ("serve massive --report r.json", "--report goes with --scenario"),
     ("serve massive --scenario {missing.toml}", "missing.toml: file: cannot read it"),
     ("serve massive --scenario {malformed.toml}", "malformed.toml: toml: "),

@@ -3,8 +3,11 @@ one-line errors for bad files, and the server's view of an external client over 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from clients.massive import MassiveClient
 from mocks.cli import main
 from scenarios.external import ConnectionView, PlayView, ServerView, serve_scenario
 from scenarios.model import parse_scenario
+from tests.test_cli import FEEDLAB, _wait_for_lines, spawn
 
 LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
 
@@ -281,3 +285,59 @@ async def test_serve_scenario_counts_the_attempts_a_restart_turned_away() -> Non
     first, *_ = patient["retry_delays"]
     assert len(first) == 3  # two attempts turned away, then the connection that opened
     assert patient["backed_off"] is True
+
+
+def _quote_time(url: str, key: str) -> tuple[str, float]:
+    """Log in with `key` and subscribe to one contract's quotes: the auth status, and the
+    first quote's `t` (seconds), or nan when the key was refused."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10) as ws:
+        ws.recv(10)
+        ws.send(json.dumps({"action": "auth", "params": key}))
+        status = json.loads(ws.recv(10))[0]["status"]
+        if status != "auth_success":
+            return status, math.nan
+        ws.send(json.dumps({"action": "subscribe", "params": "Q.O:SPY260320C00600000"}))
+        while True:
+            for event in json.loads(ws.recv(10)):
+                if event["ev"] == "Q":
+                    return status, event["t"] / 1000
+
+
+def test_serve_scenario_takes_seed_start_hours_and_keys_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    """What the command line gives replaces the file's: the seed and start show on the first
+    line, the quotes carry the given market time, only the given key is let in."""
+    path = tmp_path / "external.toml"
+    path.write_text(EXTERNAL + 'kind = "close"\n')
+    start = "2026-01-05T10:00:00-05:00"  # a Monday, the market open under --market-hours real
+    given = ["--seed", "5", "--start", start, "--market-hours", "real", "--api-key", "GOOD"]
+    proc = spawn([*FEEDLAB, "serve", "massive", "--port", "0", "--scenario", str(path), *given])
+    try:
+        (line,) = _wait_for_lines(proc, 1)
+        assert line.endswith(f"with scenario external (seed 5, market time from {start})")
+        url = line.split(" listening on ")[1].split()[0]
+        assert _quote_time(url, "BAD")[0] == "auth_failed"
+        status, t = _quote_time(url, "GOOD")
+        begins = dt.datetime.fromisoformat(start).timestamp()
+        assert status == "auth_success" and begins <= t < begins + 60
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "auth failed" in out and "authenticated" in out
+
+
+def test_serve_starts_the_market_where_told() -> None:
+    proc = spawn(
+        [*FEEDLAB, "serve", "massive", "--port", "0", "--start", "2025-03-14T09:30:00-04:00"]
+    )
+    try:
+        (line,) = _wait_for_lines(proc, 1)
+        _, t = _quote_time(line.split()[-1], "KEY")
+        assert dt.datetime(2025, 3, 14, 13, 30, tzinfo=dt.UTC).timestamp() <= t < 1742000000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
