@@ -49,6 +49,7 @@ from scenarios.report import Expectation
 from scenarios.runner import DEFAULT_KEYS
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
+DISRUPTIVE_TOO = DISRUPTIVE | {"actor"}  # an actor evicting the client disrupts it too
 
 
 @dataclass
@@ -89,6 +90,43 @@ class ServerView:
     plays: list[PlayView] = field(default_factory=list)
     turned_away: list[float] = field(default_factory=list)  # by a restart answering none/503
     expect: dict[str, float] = field(default_factory=dict)  # the scenario's [expect]
+    play_length: float = math.inf  # a play's duration and settle: when its end is judged
+    ended: float | None = None  # when the server stopped (market seconds)
+
+    def play_end(self, play: PlayView) -> float:
+        later = [p.started for p in self.plays if p.number > play.number]
+        ends = [play.started + self.play_length, *later[:1]]
+        return min(ends + ([] if self.ended is None else [self.ended]))
+
+    def _resubscribed(self, play: PlayView, conns: list[ConnectionView]) -> bool:
+        """As `feedlab run` judges it: the subscriptions of the client's open connections just
+        before each disruption and at the play's end equal the first ones the play saw. A
+        look before a disruption that finds none (the client still away) is left out; the one
+        at the end never is: a client that came back without subscribing fails it. A client
+        that left by itself (its close, not the server's) before the end is judged as it left."""
+
+        def subscribed_at(t: float) -> frozenset[str]:
+            return frozenset(
+                sub
+                for c in conns
+                if c.opened <= t and (c.closed is None or t < c.closed)
+                if c.subscribed_at is not None and c.subscribed_at <= t
+                for sub in c.subscriptions
+            )
+
+        disruptions = [f["time"] - 0.25 for f in play.faults if f["kind"] in DISRUPTIVE_TOO]
+        looks = [subscribed_at(t) for t in sorted(disruptions)]
+        end_at = self.play_end(play)
+        closed = [c for c in conns if c.closed is not None and c.closed <= end_at]
+        if closed and len(closed) == len(conns):  # nothing open: had the client left by itself?
+            last = max(closed, key=lambda c: c.closed or 0.0)
+            if last.close_code is None and last.client_close_code is not None:
+                end_at = (last.closed or 0.0) - 0.001  # its last moment counts as the end
+        end = subscribed_at(end_at)
+        baseline = next((v for v in [*looks, end] if v), None)
+        if baseline is None:
+            return True
+        return end == baseline and all(v == baseline for v in looks if v)
 
     def play_of(self, c: ConnectionView) -> int | None:
         t = c.opened if c.subscribed_at is None else c.subscribed_at
@@ -99,16 +137,15 @@ class ServerView:
         the attempts a closed port refused never reach it)."""
         conns = [c for c in self.connections if self.play_of(c) == play.number]
         breaks = [c.closed for c in conns if c.closed is not None]
-        breaks += [f["time"] for f in play.faults if f["kind"] in DISRUPTIVE | {"actor"}]
+        breaks += [f["time"] for f in play.faults if f["kind"] in DISRUPTIVE_TOO]
         first_break = min(breaks, default=math.inf)
-        subscribed = [sorted(c.subscriptions) for c in conns if c.subscriptions]
         restarts = [f for f in play.faults if f["kind"] == "restart"]
         later = [p.started for p in self.plays if p.number > play.number]
         until = min(later, default=math.inf)
         return {
             "connections": len(conns),
             "reconnects": sum(1 for c in conns[1:] if c.opened >= first_break),
-            "resubscribed_exactly": all(s == subscribed[0] for s in subscribed),
+            "resubscribed_exactly": self._resubscribed(play, conns),
             "failed_connects": None
             if any(f["params"].get("answer", "refused") == "refused" for f in restarts)
             else sum(1 for t in self.turned_away if play.started <= t < until),
@@ -396,7 +433,9 @@ async def serve_scenario(
         chosen = vendor_spec(s.vendor).default_port if port is None else port
         await mock.serve_tcp(host, chosen, ssl_context=ssl_context)
         url = mock.tcp_url(f"[{host}]" if ":" in host else host)
-        view = ServerView(s.name, s.vendor, url, expect=dict(s.expect))
+        view = ServerView(
+            s.name, s.vendor, url, expect=dict(s.expect), play_length=s.duration + s.settle
+        )
         watcher = _Watcher(s, mock, view)
         mock.mock_server.on_close.append(watcher.closing)
         print(
@@ -415,6 +454,7 @@ async def serve_scenario(
                     await stop.wait()
                 for conn in watcher.clients():
                     watcher.refresh(conn)
+                view.ended = round(mock.market.now(), 3)
                 view.turned_away = [round(t, 3) for t in mock.turned_away]
                 nursery.cancel_scope.cancel()
         return view

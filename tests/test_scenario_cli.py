@@ -192,6 +192,16 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
     assert view.checks(view.plays[0])[1] == ["failed_connects"]
     view.connections[1].subscriptions = ["B"]
     assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
+    # Back without subscribing: nothing at the end of the play.
+    view.connections[1].subscriptions, view.connections[1].subscribed_at = [], None
+    assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
+    # Back, subscribed, then gone by its own close before the end: judged as it left.
+    view.connections[1].subscriptions, view.connections[1].subscribed_at = ["A"], 9.1
+    view.connections[1].closed, view.connections[1].client_close_code = 30.0, 1000
+    view.connections[2].closed = 9.6
+    assert view.metrics(view.plays[0])["resubscribed_exactly"] is True
+    view.connections[1].close_code = 1011  # the server closed it, and the client never came back
+    assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
 
 
 STORM = """
