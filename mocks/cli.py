@@ -169,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--realtime", action="store_true", help="the real clock over TCP on 127.0.0.1 (slow)"
     )
+    run.add_argument(
+        "--command",
+        default=None,
+        dest="client_command",  # `command` names the subcommand
+        metavar="CMD",
+        help="instead of a built-in client: this shell command, any language ({url} is the "
+        "mock's URL); the real clock; the server judges what it can count",
+    )
 
     from mocks import recording_cli  # here, not at the top: it imports UsageError from us
 
@@ -201,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from scenarios.cli import run_command
 
-            return run_command(args.scenarios, args.seed, args.report, args.realtime)
+            return run_command(
+                args.scenarios, args.seed, args.report, args.realtime, args.client_command
+            )
         if args.command == "demo":
             from mocks.demo import run_demo
 

@@ -27,12 +27,20 @@ def load_all(paths: list[str]) -> list[Scenario]:
         raise UsageError(str(exc)) from None
 
 
-def run_command(paths: list[str], seed: int | None, report: str | None, realtime: bool) -> int:
+def run_command(
+    paths: list[str],
+    seed: int | None,
+    report: str | None,
+    realtime: bool,
+    command: str | None = None,
+) -> int:
     from scenarios.runner import load_factory, run_scenario_sync
 
     scenarios = load_all(paths)
     if report is not None and not Path(report).parent.is_dir():
         raise UsageError(f"--report: no such directory: {Path(report).parent}")
+    if command is not None:
+        return _run_with_command(scenarios, seed, report, command)
     try:
         for s in scenarios:
             load_factory(s)  # a missing client factory is a bad file, found before any run
@@ -47,6 +55,27 @@ def run_command(paths: list[str], seed: int | None, report: str | None, realtime
     if report is not None:
         write_reports(reports, report)
     return 0 if all(r.passed for r in reports) else 1
+
+
+def _run_with_command(
+    scenarios: list[Scenario], seed: int | None, report: str | None, command: str
+) -> int:
+    """`run --command`: each scenario against a client in another process."""
+    import orjson
+
+    from scenarios.command import run_with_command
+
+    if not command.strip():
+        raise UsageError("--command: empty")
+    if report is not None and not report.endswith(".json"):
+        raise UsageError("--report with --command: a .json file (the server's views)")
+    if seed is not None:
+        scenarios = [dataclasses.replace(s, seed=seed) for s in scenarios]
+    runs = run_with_command(scenarios, command)
+    if report is not None:
+        views = [r.to_json() for r in runs]
+        Path(report).write_bytes(orjson.dumps(views, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if all(r.passed for r in runs) else 1
 
 
 def serve_command(

@@ -411,9 +411,10 @@ async def serve_scenario(
     *,
     stop: trio.Event | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[ServerView] = trio.TASK_STATUS_IGNORED,
 ) -> ServerView:
-    """Serve until SIGINT/SIGTERM (or `stop`), then return what the server saw."""
+    """Serve until SIGINT/SIGTERM (or `stop`), then return what the server saw (started: the
+    view as it fills, its `url` where the mock listens)."""
     from mocks.vendors import vendor_spec
 
     options = dict(s.mock)
@@ -446,7 +447,7 @@ async def serve_scenario(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watcher.run, nursery)
-                task_status.started(url)
+                task_status.started(view)
                 if stop is None:
                     async for _ in signals:
                         break

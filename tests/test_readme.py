@@ -67,6 +67,8 @@ PARSE_ONLY: dict[str, str] = {
     "feedlab run scenarios/library/*.toml": "the whole library takes longer than this file's "
     "budget; tests/test_scenario_library.py runs every library file",
     "feedlab record massive --upstream wss://socket.massive.com/options": "needs the live service",
+    "feedlab run scenarios/library/massive-*.toml --command": "runs the reader's own client "
+    "(./my-handler); tests/test_scenario_cli.py runs a command of its own",
     "feedlab record amberdata --upstream wss://ws.amberdata.com/options": "needs the live service",
 }
 

@@ -8,6 +8,7 @@ import json
 import math
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from scenarios.external import ConnectionView, PlayView, ServerView, serve_scena
 from scenarios.model import parse_scenario
 from tests.test_cli import FEEDLAB, _wait_for_lines, spawn
 
-LIBRARY = Path(__file__).parent.parent / "scenarios" / "library"
+ROOT = Path(__file__).parent.parent
+LIBRARY = ROOT / "scenarios" / "library"
 
 QUICK = """
 name = "quick"
@@ -110,11 +112,11 @@ async def _server_view(
     stop = trio.Event()
     views = []
 
-    async def serve(task_status: trio.TaskStatus[str]) -> None:
+    async def serve(task_status: trio.TaskStatus[ServerView]) -> None:
         views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
 
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(serve)
+        url = (await nursery.start(serve)).url
         for _ in range(clients):
             async with MassiveClient(key, url, backoff=backoff) as client:
                 await client.subscribe(*s.client.subscribe)
@@ -263,7 +265,7 @@ async def test_serve_scenario_plays_the_actors_with_the_clients_key() -> None:
     first = view.connections[0]
     assert first.close_code == 1008
     (actor,) = view.plays[0].faults
-    assert first.faults == [actor] and actor["kind"] == "actor" and actor["note"] == ""
+    assert first.faults == [actor] and actor["kind"] == "actor"  # (a reconnect may evict it)
     assert actor["connections"] and actor["connections"][0] not in {c.id for c in view.connections}
 
 
@@ -351,3 +353,59 @@ def test_serve_starts_the_market_where_told() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+PLAIN_CLIENT = f"{sys.executable} {ROOT / 'tests' / 'plain_massive_client.py'}"
+ONE_CLOSE = """
+name = "one-close"
+vendor = "massive"
+duration = "2s"
+settle = "1s"
+[client]
+subscribe = ["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]
+[[fault]]
+at = "1s"
+kind = "close"
+[expect]
+connections = 2
+min_reconnects = 1
+resubscribed_exactly = true
+silent_loss = 0
+"""
+
+
+def test_run_plays_scenarios_against_a_command_in_any_language(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --command`: a client in another process, told where to connect and what to
+    subscribe by its environment; the server judges what it can count. The same client with a
+    reconnect bug (it does not subscribe again) fails, and the exit code says so."""
+    path = tmp_path / "one-close.toml"
+    path.write_text(ONE_CLOSE)
+    report = tmp_path / "views.json"
+    assert main(["run", str(path), "--command", PLAIN_CLIENT, "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "one-close: pass, 3 bound(s) judged by the server" in err
+    (run,) = json.loads(report.read_text())
+    assert run["passed"] is True and run["command_exit_code"] is None
+    assert run["plays"][0]["unchecked"] == ["silent_loss"]
+    assert run["connections"][0]["subscriptions"] == [
+        "Q.O:SPY250321C00560000",
+        "T.O:SPY250321C00560000",
+    ]
+    assert main(["run", str(path), "--command", PLAIN_CLIENT + " --forget"]) == 1
+    assert "one-close: FAIL (resubscribed_exactly)" in capsys.readouterr().err
+
+
+def test_run_says_when_the_command_never_subscribes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scenarios.command
+
+    monkeypatch.setattr(scenarios.command, "SUBSCRIBE_WITHIN", 2.0)
+    path = tmp_path / "one-close.toml"
+    path.write_text(ONE_CLOSE)
+    assert main(["run", str(path), "--command", "exit 3"]) == 1
+    assert "one-close: FAIL (the command exited 3 before it subscribed)" in capsys.readouterr().err
+    assert main(["run", str(path), "--command", "sleep 30"]) == 1
+    assert "one-close: FAIL (the command never subscribed within 2 s)" in capsys.readouterr().err

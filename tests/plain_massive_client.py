@@ -1,0 +1,38 @@
+"""A Massive client in another process, as a user's would be: plain `websockets`, nothing from
+feedlab. It reads FEEDLAB_URL, FEEDLAB_API_KEY and FEEDLAB_SUBSCRIBE, and reconnects 0.3 s after
+any drop. With `--forget` it subscribes on its first connection only (a reconnect bug)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+
+def main() -> None:
+    url, key = os.environ["FEEDLAB_URL"], os.environ["FEEDLAB_API_KEY"]
+    subscribe = os.environ["FEEDLAB_SUBSCRIBE"]
+    forget = "--forget" in sys.argv
+    connections = 0
+    while True:
+        try:
+            with connect(url, open_timeout=5) as ws:
+                connections += 1
+                ws.recv(5)
+                ws.send(json.dumps({"action": "auth", "params": key}))
+                ws.recv(5)
+                if connections == 1 or not forget:
+                    ws.send(json.dumps({"action": "subscribe", "params": subscribe}))
+                for _ in ws:
+                    pass
+        except (ConnectionClosed, OSError, TimeoutError):
+            pass
+        time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    main()
