@@ -429,6 +429,7 @@ async def serve_scenario(
         horizon=math.inf,
         api_keys=api_keys,
         max_buffer=max_buffer,
+        keep_events=False,  # it serves for as long as it is left: counts only
         **options,
     ) as mock:
         chosen = vendor_spec(s.vendor).default_port if port is None else port
