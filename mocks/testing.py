@@ -114,17 +114,25 @@ async def run_mock(
     faults: Sequence[Fault] = (),
     horizon: float = math.inf,
     keep_events: bool = True,
+    history_limit: int | None = None,
     **options: Any,
 ) -> AsyncIterator[MockService]:
-    """Start the market and one vendor's mock in a nursery; cancel both on exit.
-    `keep_events=False`: the ledger keeps counts only (a mock that serves for hours)."""
+    """Start the market and one vendor's mock in a nursery; cancel both on exit. For a mock
+    that serves for hours: `keep_events=False` (the ledger keeps counts only), and
+    `history_limit` (finished connections remembered)."""
     spec = vendor_spec(vendor)
     settings = market or MarketSettings(seed=seed)
     actor = Market(settings, resolution=market_resolution)
     hub = Hub(actor)
     core = spec.create_server(hub, actor.sim, api_keys=api_keys, **options)
     server = MockServer(
-        core, hub, actor, seed=settings.seed, max_buffer=max_buffer, keep_events=keep_events
+        core,
+        hub,
+        actor,
+        seed=settings.seed,
+        max_buffer=max_buffer,
+        keep_events=keep_events,
+        history_limit=history_limit,
     )
     director = Director(
         server, faults, seed=settings.seed, horizon=horizon, parse_contract=spec.parse_contract

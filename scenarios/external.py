@@ -34,7 +34,7 @@ import orjson
 import trio
 
 from mocks.serve import LIVE_RESOLUTION
-from mocks.server import Connection
+from mocks.server import SERVE_HISTORY, Connection
 from mocks.sim.market import MarketSettings
 from mocks.testing import MockService, run_mock
 from scenarios.actors import actor_record, play_actor
@@ -305,6 +305,7 @@ class _Watcher:
         self.s, self.mock, self.view = s, mock, view
         self.views: dict[int, ConnectionView] = {}
         self.play_ends = -math.inf  # market time
+        self.turned_away_upto = -math.inf  # the last attempt a restart turned away, seen
 
     def view_of(self, conn: Connection) -> ConnectionView:
         v = self.views.get(conn.conn_id)
@@ -345,8 +346,17 @@ class _Watcher:
         record = self.mock.ledger.connections.get(conn.conn_id)
         return record is not None and record.counts["routed"] > 0
 
+    def collect_turned_away(self) -> None:
+        """The server remembers only its last `SERVE_HISTORY` attempts a restart turned away;
+        the view keeps them all (the attempts come in time order)."""
+        new = [t for t in self.mock.turned_away if t > self.turned_away_upto]
+        if new:
+            self.view.turned_away += [round(t, 3) for t in new]
+            self.turned_away_upto = new[-1]
+
     async def run(self, nursery: trio.Nursery) -> None:
         while True:
+            self.collect_turned_away()
             for conn in self.clients():
                 self.refresh(conn)
                 v = self.views[conn.conn_id]
@@ -429,7 +439,8 @@ async def serve_scenario(
         horizon=math.inf,
         api_keys=api_keys,
         max_buffer=max_buffer,
-        keep_events=False,  # it serves for as long as it is left: counts only
+        keep_events=False,  # it serves for as long as it is left: counts only,
+        history_limit=SERVE_HISTORY,  # and the last finished connections (the view keeps all)
         **options,
     ) as mock:
         chosen = vendor_spec(s.vendor).default_port if port is None else port
@@ -457,6 +468,6 @@ async def serve_scenario(
                 for conn in watcher.clients():
                     watcher.refresh(conn)
                 view.ended = round(mock.market.now(), 3)
-                view.turned_away = [round(t, 3) for t in mock.turned_away]
+                watcher.collect_turned_away()
                 nursery.cancel_scope.cancel()
         return view

@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 
 from clients.common import Backoff
 from clients.massive import MassiveClient
 from mocks.cli import main
+from mocks.server import SERVE_HISTORY
+from mocks.testing import MockService
 from scenarios.external import ConnectionView, PlayView, ServerView, serve_scenario
 from scenarios.model import parse_scenario
 from tests.test_cli import FEEDLAB, _wait_for_lines, spawn
@@ -413,23 +416,53 @@ def test_run_says_when_the_command_never_subscribes(
     assert "one-close: FAIL (the command never subscribed within 2 s)" in capsys.readouterr().err
 
 
-async def test_serve_scenario_keeps_counts_not_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    """It serves for as long as it is left: the ledger counts what each connection was sent
-    and keeps no event (kept, 20,000 events/s grew the process by 4.4 MB a second)."""
+@pytest.fixture
+def served_mocks(monkeypatch: pytest.MonkeyPatch) -> list[MockService]:
+    """The mocks `serve_scenario` starts, to look inside them."""
     import scenarios.external
     from mocks.testing import run_mock
 
-    mocks = []
+    mocks: list[MockService] = []
 
     @asynccontextmanager
-    async def watched(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def watched(*args: Any, **kwargs: Any) -> AsyncIterator[MockService]:
         async with run_mock(*args, **kwargs) as mock:
             mocks.append(mock)
             yield mock
 
     monkeypatch.setattr(scenarios.external, "run_mock", watched)
+    return mocks
+
+
+async def test_serve_scenario_keeps_counts_not_events(served_mocks: list[MockService]) -> None:
+    """It serves for as long as it is left: the ledger counts what each connection was sent
+    and keeps no event (kept, 20,000 events/s grew the process by 4.4 MB a second)."""
     await _server_view(EXTERNAL + 'kind = "close"\n', Backoff(initial=0.2), seconds=1.0)
-    (mock,) = mocks
+    (mock,) = served_mocks
     records = list(mock.ledger.connections.values())
     assert sum(r.counts["sent"] for r in records) > 0
     assert all(not any(r.events.values()) for r in records)
+
+
+async def test_serve_scenario_remembers_few_connections_and_views_them_all(
+    served_mocks: list[MockService],
+) -> None:
+    """A finished connection keeps 20-30 KiB of WebSocket, link and session: the server keeps
+    its last `SERVE_HISTORY`, the view a line for every one."""
+    s = parse_scenario(EXTERNAL + 'kind = "close"\n', "external.toml")
+    stop = trio.Event()
+    views = []
+
+    async def serve(task_status: trio.TaskStatus[ServerView]) -> None:
+        views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
+
+    async with trio.open_nursery() as nursery:
+        url = (await nursery.start(serve)).url
+        for _ in range(SERVE_HISTORY + 30):
+            async with trio_websocket.open_websocket_url(url) as ws:
+                await ws.get_message()
+        stop.set()
+    (mock,), (view,) = served_mocks, views
+    assert len(view.connections) == SERVE_HISTORY + 30
+    assert all(c.closed is not None for c in view.connections)
+    assert len(mock.history) == SERVE_HISTORY
