@@ -40,6 +40,7 @@ from mocks.testing import MockService, run_mock
 from scenarios.actors import actor_record, play_actor
 from scenarios.ground_truth import (
     ACTOR_HEADER,
+    DEFAULT_DOWNTIME,
     DISRUPTIVE,
     check_expectation,
     subscription_view,
@@ -50,6 +51,11 @@ from scenarios.runner import DEFAULT_KEYS
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
 DISRUPTIVE_TOO = DISRUPTIVE | {"actor"}  # an actor evicting the client disrupts it too
+# The disruptions after which a client has to open a new connection (a stall without a duration
+# too): one it did not come back from is unrecovered.
+ENDS_A_CONNECTION = frozenset(
+    {"close", "cut", "reset", "evict", "slow_consumer", "force_disconnect", "restart"}
+)
 
 
 @dataclass
@@ -132,6 +138,47 @@ class ServerView:
         t = c.opened if c.subscribed_at is None else c.subscribed_at
         return max((p.number for p in self.plays if p.started <= t), default=None)
 
+    def _recoveries(self, play: PlayView, conns: list[ConnectionView]) -> tuple[list[float], int]:
+        """Per disruption that hit the client: seconds from the moment the server could serve
+        again to the client's subscription on a connection opened since (`feedlab run` waits
+        for the first event the application received, so this is its lower bound), ending
+        where a later disruption hit a connection made since; and how many it never came back
+        from (counted to the play's end). One that need not end a connection (a stall with a
+        duration, an upstream outage, an actor) counts only when the client reconnected."""
+        end = self.play_end(play)
+        hits = sorted(
+            (f["time"], i, f) for i, f in enumerate(play.faults) if f["kind"] in DISRUPTIVE_TOO
+        )
+        recoveries, unrecovered = [], 0
+        for n, (t, _, f) in enumerate(hits):
+            kind, lasting = f["kind"], f.get("duration")
+            since = [c for c in conns if c.opened >= t]
+            if not any(c.opened <= t and (c.closed is None or c.closed >= t) for c in conns):
+                continue  # the client was away
+            must = kind in ENDS_A_CONNECTION or (kind == "stall" and lasting is None)
+            if not must and not since:
+                continue
+            back = t
+            if kind in DEFAULT_DOWNTIME:
+                back += lasting if lasting is not None else DEFAULT_DOWNTIME[kind]
+            struck = [
+                t2
+                for t2, _, _ in hits[n + 1 :]
+                if any(t <= c.opened <= t2 and (c.closed is None or c.closed >= t2) for c in since)
+            ]
+            until = min([*struck, end])
+            resubscribed = [
+                c.subscribed_at
+                for c in since
+                if c.subscribed_at is not None and c.subscribed_at <= until
+            ]
+            if resubscribed:
+                recoveries.append(max(0.0, min(resubscribed) - back))
+            else:
+                recoveries.append(max(0.0, until - back))
+                unrecovered += not struck
+        return recoveries, unrecovered
+
     def metrics(self, play: PlayView) -> dict[str, Any]:
         """What a server can count of `feedlab run`'s metrics for one play (None: it cannot:
         the attempts a closed port refused never reach it)."""
@@ -142,6 +189,8 @@ class ServerView:
         restarts = [f for f in play.faults if f["kind"] == "restart"]
         later = [p.started for p in self.plays if p.number > play.number]
         until = min(later, default=math.inf)
+        recoveries, unrecovered = self._recoveries(play, conns)
+        ordered = sorted(recoveries)
         return {
             "connections": len(conns),
             "reconnects": sum(1 for c in conns[1:] if c.opened >= first_break),
@@ -149,11 +198,14 @@ class ServerView:
             "failed_connects": None
             if any(f["params"].get("answer", "refused") == "refused" for f in restarts)
             else sum(1 for t in self.turned_away if play.started <= t < until),
+            "max_recovery": round(ordered[-1], 3) if ordered else 0.0,
+            "p50_recovery": round(ordered[(len(ordered) - 1) // 2], 3) if ordered else 0.0,
+            "unrecovered": unrecovered,
         }
 
     def checks(self, play: PlayView) -> tuple[list[Expectation], list[str]]:
         """The scenario's expectations the server can judge for one play, and the rest."""
-        metrics = self.metrics(play) | {"unrecovered": 0}
+        metrics = self.metrics(play)
         held, unchecked = [], []
         for key, bound in self.expect.items():
             metric, _ = expectation_metric(key)
@@ -390,7 +442,8 @@ class _Watcher:
                 await trio.sleep_until(market.trio_time(base + t))
                 open_now = self.open_clients()
                 applied = await director.inject(fault)
-                self.note(play, applied.to_json(), applied.connections or open_now)
+                entry = applied.to_json() | {"duration": fault.duration}
+                self.note(play, entry, applied.connections or open_now)
 
     async def actor(
         self, play: PlayView, base: float, index: int, actor: Actor, api_key: str

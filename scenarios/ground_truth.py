@@ -62,7 +62,7 @@ DISRUPTIVE = frozenset(
         "upstream_outage",
     }
 )
-_DEFAULT_DOWNTIME = {"restart": 5.0, "upstream_outage": 10.0}  # as mocks.director applies them
+DEFAULT_DOWNTIME = {"restart": 5.0, "upstream_outage": 10.0}  # as mocks.director applies them
 
 
 # -- what each vendor's events and subscriptions mean -----------------------------------------
@@ -565,9 +565,9 @@ def _recoveries(
         kind = applied.fault.kind
         if kind not in DISRUPTIVE or applied.time > run.s.duration:
             continue
-        if kind in _DEFAULT_DOWNTIME:
+        if kind in DEFAULT_DOWNTIME:
             duration = applied.fault.duration
-            ends = applied.time + (duration if duration is not None else _DEFAULT_DOWNTIME[kind])
+            ends = applied.time + (duration if duration is not None else DEFAULT_DOWNTIME[kind])
             downtimes.append((applied.time, ends))
             ready.append((applied.time, ends))
         elif hit := sorted(set(applied.connections) & client_ids):

@@ -180,7 +180,7 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
         ConnectionView(3, "c", opened=9.5, subscriptions=[]),  # never subscribed: auth failed?
         ConnectionView(4, "d", opened=70.0, subscribed_at=70.1, subscriptions=["B"]),
     ]
-    restart = {"time": 5.0, "kind": "restart", "params": {"answer": "503"}, "connections": []}
+    restart = {"time": 5.0, "kind": "restart", "params": {"answer": "503"}, "duration": 3.0}
     view.plays = [PlayView(1, 0.1, 1, [restart]), PlayView(2, 70.1, 4)]
     view.turned_away = [6.0, 7.0, 8.0, 8.5, 71.0]
     first, second = view.to_json()["plays"]
@@ -190,6 +190,9 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
         "reconnects": 2,
         "resubscribed_exactly": True,
         "failed_connects": 4,
+        "max_recovery": 1.1,  # back at 8.0, subscribed again at 9.1
+        "p50_recovery": 1.1,
+        "unrecovered": 0,
     }
     assert [e["held"] for e in first["expectations"]] == [False, False]
     assert "connections 3 (at most 2): BROKEN" in view.summary()
@@ -209,6 +212,37 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
     assert view.metrics(view.plays[0])["resubscribed_exactly"] is True
     view.connections[1].close_code = 1011  # the server closed it, and the client never came back
     assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
+
+
+def test_the_server_view_times_recoveries_from_the_resubscription() -> None:
+    """From the moment the server could serve again to the client's subscription on a new
+    connection; cut short where a later disruption hit the new connection; never back:
+    unrecovered, counted to the play's end, and max_recovery breaks whatever its value."""
+    view = ServerView("s", "massive", "ws://x", expect={"max_recovery": 5.0}, play_length=100.0)
+    view.connections = [
+        ConnectionView(1, "a", opened=0.0, closed=10.0, subscribed_at=0.1, subscriptions=["A"]),
+        ConnectionView(2, "b", opened=13.0, closed=20.0, subscriptions=[]),  # stalled, no sub
+        ConnectionView(3, "c", opened=21.0, subscribed_at=21.5, subscriptions=["A"]),
+    ]
+    close = {"time": 10.0, "kind": "close", "params": {}, "duration": None}
+    cut = {"time": 20.0, "kind": "cut", "params": {}, "duration": None}
+    view.plays = [PlayView(1, 0.1, 1, [close, cut])]
+    metrics = view.metrics(view.plays[0])
+    assert (metrics["max_recovery"], metrics["p50_recovery"], metrics["unrecovered"]) == (
+        10.0,  # the close's: cut short at 20 s, where the cut hit connection 2
+        1.5,
+        0,
+    )
+    assert "max_recovery 10 (at most 5): BROKEN" in view.summary()
+    view.connections.pop()  # never back after the cut
+    metrics = view.metrics(view.plays[0])
+    assert (metrics["max_recovery"], metrics["unrecovered"]) == (80.1, 1)  # to 100.1, the end
+    # A stall with a duration need not end the connection: nothing to judge without a reconnect.
+    view.connections = view.connections[:1]
+    view.plays[0].faults = [{"time": 5.0, "kind": "stall", "params": {}, "duration": 2.0}]
+    assert view.metrics(view.plays[0])["max_recovery"] == 0.0
+    view.plays[0].faults[0]["duration"] = None  # without one it is dead: the client must leave
+    assert view.metrics(view.plays[0])["unrecovered"] == 1
 
 
 STORM = """
