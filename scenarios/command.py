@@ -20,8 +20,9 @@ from typing import Any
 
 import trio
 
-from scenarios.external import ServerView, serve_scenario
+from scenarios.external import serve_scenario
 from scenarios.model import Scenario
+from scenarios.server_view import ServerView
 
 SUBSCRIBE_WITHIN = 60.0  # seconds for the client to start and subscribe before we give up
 KILL_AFTER = 5.0  # seconds between SIGTERM and SIGKILL

@@ -23,8 +23,9 @@ from clients.massive import MassiveClient
 from mocks.cli import main
 from mocks.server import SERVE_HISTORY
 from mocks.testing import MockService
-from scenarios.external import ConnectionView, PlayView, ServerView, serve_scenario
+from scenarios.external import serve_scenario
 from scenarios.model import parse_scenario
+from scenarios.server_view import ConnectionView, PlayView, ServerView
 from tests.test_cli import FEEDLAB, _wait_for_lines, spawn
 
 ROOT = Path(__file__).parent.parent
