@@ -9,7 +9,7 @@ import math
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -109,11 +109,9 @@ at = "0.5s"
 """
 
 
-async def _server_view(
-    text: str, backoff: Backoff, seconds: float, *, clients: int = 1, key: str = "KEY"
-) -> ServerView:
-    """`serve_scenario` on a free port, built-in Massive clients one after the other, each
-    reading for `seconds`, then the server's view."""
+async def _serve_and_view(text: str, visit: Callable[[str], Awaitable[None]]) -> ServerView:
+    """`serve_scenario` on a free port while `visit(url)` plays the clients, then the server's
+    view."""
     s = parse_scenario(text, "external.toml")
     stop = trio.Event()
     views = []
@@ -122,16 +120,27 @@ async def _server_view(
         views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
 
     async with trio.open_nursery() as nursery:
-        url = (await nursery.start(serve)).url
-        for _ in range(clients):
-            async with MassiveClient(key, url, backoff=backoff) as client:
-                await client.subscribe(*s.client.subscribe)
-                with trio.move_on_after(seconds):
-                    async for _ in client:
-                        pass
+        await visit((await nursery.start(serve)).url)
         stop.set()
     (view,) = views
     return view
+
+
+async def _server_view(
+    text: str, backoff: Backoff, seconds: float, *, clients: int = 1, key: str = "KEY"
+) -> ServerView:
+    """Built-in Massive clients one after the other, each reading for `seconds`."""
+    subscriptions = parse_scenario(text, "external.toml").client.subscribe
+
+    async def visit(url: str) -> None:
+        for _ in range(clients):
+            async with MassiveClient(key, url, backoff=backoff) as client:
+                await client.subscribe(*subscriptions)
+                with trio.move_on_after(seconds):
+                    async for _ in client:
+                        pass
+
+    return await _serve_and_view(text, visit)
 
 
 async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
@@ -484,20 +493,14 @@ async def test_serve_scenario_remembers_few_connections_and_views_them_all(
 ) -> None:
     """A finished connection keeps 20-30 KiB of WebSocket, link and session: the server keeps
     its last `SERVE_HISTORY`, the view a line for every one."""
-    s = parse_scenario(EXTERNAL + 'kind = "close"\n', "external.toml")
-    stop = trio.Event()
-    views = []
 
-    async def serve(task_status: trio.TaskStatus[ServerView]) -> None:
-        views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
-
-    async with trio.open_nursery() as nursery:
-        url = (await nursery.start(serve)).url
+    async def visit(url: str) -> None:
         for _ in range(SERVE_HISTORY + 30):
             async with trio_websocket.open_websocket_url(url) as ws:
                 await ws.get_message()
-        stop.set()
-    (mock,), (view,) = served_mocks, views
+
+    view = await _serve_and_view(EXTERNAL + 'kind = "close"\n', visit)
+    (mock,) = served_mocks
     assert len(view.connections) == SERVE_HISTORY + 30
     assert all(c.closed is not None for c in view.connections)
     assert len(mock.history) == SERVE_HISTORY
