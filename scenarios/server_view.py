@@ -128,7 +128,7 @@ class ServerView:
             since = [c for c in conns if c.opened >= t]
             if not any(c.opened <= t and (c.closed is None or c.closed >= t) for c in conns):
                 continue  # the client was away
-            must = kind in ENDS_A_CONNECTION or (kind == "stall" and lasting is None)
+            must = _ends_a_connection(f)
             if not must and not since:
                 continue
             back = t
@@ -189,27 +189,31 @@ class ServerView:
         return held, unchecked
 
     def retry_delays(self) -> list[list[float]]:
-        """After each connection that closed: the seconds to the first attempt, and between
+        """After each connection that ended: the seconds to the first attempt, and between
         one attempt and the next, turned away or not, until a connection opened (or the
         server stopped)."""
         runs = []
         nexts = [c.opened for c in self.connections[1:]] + [math.inf]
         for before, opened in zip(self.connections, nexts, strict=False):  # none: no runs
-            if before.closed is None:
+            left = _ended(before)
+            if left is None or opened < left:
                 continue
-            attempts = [before.closed]
-            attempts += [t for t in self.turned_away if before.closed <= t < opened]
+            attempts = [left]
+            attempts += [t for t in self.turned_away if left <= t < opened]
             if opened < math.inf:
                 attempts.append(opened)
             runs.append([round(b - a, 3) for a, b in itertools.pairwise(attempts)])
         return runs
 
     def reconnect_delays(self) -> list[float]:
-        """Seconds from each connection's end to the next connection's start."""
+        """Seconds from each connection's end to the next connection's start (a connection
+        opened while the one before still served is another one of the client's, not a
+        reconnect)."""
         delays = []
         for before, after in zip(self.connections, self.connections[1:], strict=False):
-            if before.closed is not None:
-                delays.append(round(after.opened - before.closed, 3))
+            left = _ended(before)
+            if left is not None and after.opened >= left:
+                delays.append(round(after.opened - left, 3))
         return delays
 
     def restored(self) -> list[bool]:
@@ -293,6 +297,21 @@ class ServerView:
         )
         lines.append(f"subscriptions restored: {data['subscriptions_restored'] or 'n/a'}")
         return "\n".join(lines) + "\n"
+
+
+def _ends_a_connection(fault: dict[str, Any]) -> bool:
+    kind = fault["kind"]
+    return kind in ENDS_A_CONNECTION or (kind == "stall" and fault.get("duration") is None)
+
+
+def _ended(c: ConnectionView) -> float | None:
+    """When a connection stopped serving its client: its close, or the disruption that hit it
+    first if sooner (a stalled socket closes on the server's side only when the server gives
+    up on it, long after the client has reconnected)."""
+    times = [f["time"] for f in c.faults if _ends_a_connection(f)]
+    if c.closed is not None:
+        times.append(c.closed)
+    return round(min(times), 3) if times else None
 
 
 def _described(e: Expectation) -> str:

@@ -224,6 +224,22 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
     assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
 
 
+def test_reconnect_delays_count_from_where_the_connection_stopped_serving() -> None:
+    """A stalled socket closes on the server's side only when the server gives up on it: the
+    delay counts from the stall (it was -79.9 s, 'immediate', 'not backed off'). A second
+    connection opened while the first still serves is not a reconnect."""
+    stall = {"time": 30.0, "kind": "stall", "params": {}, "duration": None}
+    view = ServerView("s", "massive", "ws://x")
+    view.connections = [
+        ConnectionView(1, "a", opened=0.0, closed=150.0, faults=[stall]),
+        ConnectionView(2, "b", opened=70.5, closed=150.0),
+    ]
+    assert view.reconnect_delays() == [40.5] and view.retry_delays() == [[40.5], []]
+    assert view.to_json()["backed_off"] is True
+    view.connections[0].faults = []  # no stall: two connections at once, as for 1,001 contracts
+    assert view.reconnect_delays() == [] and view.retry_delays() == [[]]
+
+
 def test_the_server_view_times_recoveries_from_the_resubscription() -> None:
     """From the moment the server could serve again to the client's subscription on a new
     connection; cut short where a later disruption hit the new connection; never back:
