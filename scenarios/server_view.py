@@ -88,7 +88,7 @@ class ServerView:
             return frozenset(
                 sub
                 for c in conns
-                if c.opened <= t and (c.closed is None or t < c.closed)
+                if c.opened <= t < _serving_until(c)
                 if c.subscribed_at is not None and c.subscribed_at <= t
                 for sub in c.subscriptions
             )
@@ -126,7 +126,7 @@ class ServerView:
         for n, (t, _, f) in enumerate(hits):
             kind, lasting = f["kind"], f.get("duration")
             since = [c for c in conns if c.opened >= t]
-            if not any(c.opened <= t and (c.closed is None or c.closed >= t) for c in conns):
+            if not any(c.opened <= t and _serving_until(c) >= t for c in conns):
                 continue  # the client was away
             must = _ends_a_connection(f)
             if not must and not since:
@@ -137,7 +137,7 @@ class ServerView:
             struck = [
                 t2
                 for t2, _, _ in hits[n + 1 :]
-                if any(t <= c.opened <= t2 and (c.closed is None or c.closed >= t2) for c in since)
+                if any(t <= c.opened <= t2 and _serving_until(c) >= t2 for c in since)
             ]
             until = min([*struck, end])
             resubscribed = [
@@ -312,6 +312,11 @@ def _ended(c: ConnectionView) -> float | None:
     if c.closed is not None:
         times.append(c.closed)
     return round(min(times), 3) if times else None
+
+
+def _serving_until(c: ConnectionView) -> float:
+    ended = _ended(c)
+    return math.inf if ended is None else ended
 
 
 def _described(e: Expectation) -> str:

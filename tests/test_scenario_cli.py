@@ -240,6 +240,23 @@ def test_reconnect_delays_count_from_where_the_connection_stopped_serving() -> N
     assert view.reconnect_delays() == [] and view.retry_delays() == [[]]
 
 
+def test_a_stalled_connection_subscribes_to_nothing_after_the_stall() -> None:
+    """The stalled socket stays open on the server's side until the stop: its subscriptions
+    must not stand in for a reconnection that never subscribed again."""
+    stall = {"time": 30.0, "kind": "stall", "params": {}, "duration": None}
+    view = ServerView("s", "massive", "ws://x", expect={"resubscribed_exactly": 1})
+    view.connections = [
+        ConnectionView(1, "a", opened=0.0, subscribed_at=0.1, subscriptions=["A"], faults=[stall]),
+        ConnectionView(2, "b", opened=70.5),
+    ]  # both still open at the stop
+    view.plays, view.ended = [PlayView(1, 0.1, 1, [stall])], 150.0
+    assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
+    assert view.metrics(view.plays[0])["unrecovered"] == 1
+    view.connections[1].subscribed_at, view.connections[1].subscriptions = 70.6, ["A"]
+    metrics = view.metrics(view.plays[0])
+    assert metrics["resubscribed_exactly"] is True and metrics["max_recovery"] == 40.6
+
+
 def test_the_server_view_times_recoveries_from_the_resubscription() -> None:
     """From the moment the server could serve again to the client's subscription on a new
     connection; cut short where a later disruption hit the new connection; never back:
