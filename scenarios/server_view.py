@@ -188,6 +188,15 @@ class ServerView:
                 held.append(check_expectation(key, bound, metrics))
         return held, unchecked
 
+    def port_closed(self) -> bool:
+        """Whether a restart closed the port: the attempts the kernel refused meanwhile
+        never reached the server, so it cannot tell whether the client backed off."""
+        return any(
+            f["kind"] == "restart" and f["params"].get("answer", "refused") == "refused"
+            for p in self.plays
+            for f in p.faults
+        )
+
     def retry_delays(self) -> list[list[float]]:
         """After each connection that ended: the seconds to the first attempt, and between
         one attempt and the next, turned away or not, until a connection opened (or the
@@ -257,7 +266,7 @@ class ServerView:
             "immediate_reconnects": sum(1 for d in delays if d < 0.1),
             "turned_away": len(self.turned_away),
             "retry_delays": retries,
-            "backed_off": _backed_off(delays, retries),
+            "backed_off": None if self.port_closed() else _backed_off(delays, retries),
             "subscriptions_restored": self.restored(),
             "frames_sent": sum(c.frames_sent for c in self.connections),
             "events_sent": sum(c.events_sent for c in self.connections),
@@ -291,7 +300,7 @@ class ServerView:
             )
         lines.append(f"reconnect delays (s): {data['reconnect_delays'] or 'none'}")
         lines.append(
-            f"backed off: {'yes' if data['backed_off'] else 'no'}; "
+            f"backed off: {_yes_no_unseen(data['backed_off'])}; "
             f"immediate reconnects: {data['immediate_reconnects']}; "
             f"attempts a restart turned away: {data['turned_away']}"
         )
@@ -324,6 +333,12 @@ def _described(e: Expectation) -> str:
     if metric in BOOL_METRICS:
         return f"{metric} {bool(e.actual)} (expected {bool(e.bound)})"
     return f"{metric} {e.actual:g} ({'at least' if minimum else 'at most'} {e.bound:g})"
+
+
+def _yes_no_unseen(value: bool | None) -> str:
+    if value is None:
+        return 'not seen (a restart closed the port: answer = "503" shows the attempts)'
+    return "yes" if value else "no"
 
 
 def _backed_off(delays: list[float], retries: list[list[float]]) -> bool:

@@ -210,6 +210,8 @@ def test_the_server_view_judges_what_a_server_can_count() -> None:
     restart["params"] = {"answer": "refused"}  # the kernel refused: no server saw them
     assert view.metrics(view.plays[0])["failed_connects"] is None
     assert view.checks(view.plays[0])[1] == ["failed_connects"]
+    assert view.to_json()["backed_off"] is None  # nor how often they came
+    assert "backed off: not seen (a restart closed the port" in view.summary()
     view.connections[1].subscriptions = ["B"]
     assert view.metrics(view.plays[0])["resubscribed_exactly"] is False
     # Back without subscribing: nothing at the end of the play.
