@@ -79,7 +79,7 @@ async def run_command_scenario(s: Scenario, command: str) -> CommandRun:
     exited_at: float | None = None
     async with trio.open_nursery() as nursery:
         view: ServerView = await nursery.start(
-            functools.partial(serve_scenario, s, "127.0.0.1", 0, stop=stop)
+            functools.partial(serve_scenario, s, "127.0.0.1", 0, stop=stop, max_plays=1)
         )
         began = trio.current_time()
         env = {**os.environ, **client_environment(s, view.url)}

@@ -6,13 +6,13 @@ a server can see. A restart with the default answer closes the port: the kernel 
 attempts, and no server sees them.
 
 Timing: the scenario *plays* as `feedlab run` plays it, its faults and actors timed from the
-moment a client connection first subscribed, and hitting every connection open when they fire.
-A client's reconnections within the scenario's `duration` are part of that play: the nightly
-restart comes once, and the disconnect storm's three closes are three different ones, wherever
-the client's connections stand. The first subscription after a play has ended starts the next.
-The market runs from the scenario's `start`, seed and settings. Each play judges the scenario's
-`[expect]` bounds a server can count (connections, reconnects, resubscription, turned-away
-attempts) and lists the rest as not seen.
+moment a client connection first subscribed, and hitting every connection open when they fire. A
+client's reconnections within the scenario's `duration` and `settle` are part of that play: the
+nightly restart comes once, and the disconnect storm's three closes are three different ones,
+wherever the client's connections stand. The first subscription after a play has ended starts
+the next. The market runs from the scenario's `start`, seed and settings. Each play judges the
+scenario's `[expect]` bounds a server can count (connections, reconnects, resubscription,
+turned-away attempts) and lists the rest as not seen.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ class _Watcher:
     """Starts a play of the scenario when a client connection first subscribes and none is
     playing, and keeps the view of every client connection (an actor's is not one)."""
 
-    def __init__(self, s: Scenario, mock: MockService, view: ServerView) -> None:
+    def __init__(
+        self, s: Scenario, mock: MockService, view: ServerView, max_plays: float = math.inf
+    ) -> None:
         self.s, self.mock, self.view = s, mock, view
+        self.max_plays = max_plays
         self.views: dict[int, ConnectionView] = {}
         self.play_ends = -math.inf  # market time
         self.turned_away_upto = -math.inf  # the last attempt a restart turned away, seen
@@ -113,8 +116,8 @@ class _Watcher:
                 if v.subscribed_at is None and conn.open and self.subscribed(conn):
                     now = self.mock.market.now()
                     v.subscribed_at = round(now, 3)
-                    if now >= self.play_ends:
-                        self.play_ends = now + self.s.duration
+                    if now >= self.play_ends and len(self.view.plays) < self.max_plays:
+                        self.play_ends = now + self.s.duration + self.s.settle
                         play = PlayView(len(self.view.plays) + 1, round(now, 3), conn.conn_id)
                         self.view.plays.append(play)
                         nursery.start_soon(self.play, play, now, self.api_key(conn))
@@ -172,10 +175,12 @@ async def serve_scenario(
     *,
     stop: trio.Event | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    max_plays: float = math.inf,
     task_status: trio.TaskStatus[ServerView] = trio.TASK_STATUS_IGNORED,
 ) -> ServerView:
     """Serve until SIGINT/SIGTERM (or `stop`), then return what the server saw (started: the
-    view as it fills, its `url` where the mock listens)."""
+    view as it fills, its `url` where the mock listens). After `max_plays` plays the scenario
+    plays no more (`run --command`: one)."""
     from mocks.vendors import vendor_spec
 
     options = dict(s.mock)
@@ -200,7 +205,7 @@ async def serve_scenario(
         view = ServerView(
             s.name, s.vendor, url, expect=dict(s.expect), play_length=s.duration + s.settle
         )
-        watcher = _Watcher(s, mock, view)
+        watcher = _Watcher(s, mock, view, max_plays)
         mock.mock_server.on_close.append(watcher.closing)
         print(
             f"{s.vendor} listening on {url} with scenario {s.name} "

@@ -109,7 +109,9 @@ at = "0.5s"
 """
 
 
-async def _serve_and_view(text: str, visit: Callable[[str], Awaitable[None]]) -> ServerView:
+async def _serve_and_view(
+    text: str, visit: Callable[[str], Awaitable[None]], max_plays: float = math.inf
+) -> ServerView:
     """`serve_scenario` on a free port while `visit(url)` plays the clients, then the server's
     view."""
     s = parse_scenario(text, "external.toml")
@@ -117,7 +119,10 @@ async def _serve_and_view(text: str, visit: Callable[[str], Awaitable[None]]) ->
     views = []
 
     async def serve(task_status: trio.TaskStatus[ServerView]) -> None:
-        views.append(await serve_scenario(s, "127.0.0.1", 0, stop=stop, task_status=task_status))
+        view = await serve_scenario(
+            s, "127.0.0.1", 0, stop=stop, max_plays=max_plays, task_status=task_status
+        )
+        views.append(view)
 
     async with trio.open_nursery() as nursery:
         await visit((await nursery.start(serve)).url)
@@ -127,7 +132,13 @@ async def _serve_and_view(text: str, visit: Callable[[str], Awaitable[None]]) ->
 
 
 async def _server_view(
-    text: str, backoff: Backoff, seconds: float, *, clients: int = 1, key: str = "KEY"
+    text: str,
+    backoff: Backoff,
+    seconds: float,
+    *,
+    clients: int = 1,
+    key: str = "KEY",
+    max_plays: float = math.inf,
 ) -> ServerView:
     """Built-in Massive clients one after the other, each reading for `seconds`."""
     subscriptions = parse_scenario(text, "external.toml").client.subscribe
@@ -140,7 +151,7 @@ async def _server_view(
                     async for _ in client:
                         pass
 
-    return await _serve_and_view(text, visit)
+    return await _serve_and_view(text, visit, max_plays)
 
 
 async def test_serve_scenario_plays_the_faults_and_reports_the_server_view(
@@ -294,6 +305,7 @@ STORM = """
 name = "storm"
 vendor = "massive"
 duration = "3.5s"
+settle = "0.2s"
 [client]
 subscribe = ["Q.O:SPY250321C00560000"]
 [[fault]]
@@ -323,6 +335,9 @@ async def test_serve_scenario_plays_a_storm_once_across_the_reconnections() -> N
     assert view.plays[1].connection == view.connections[4].id  # the second client's first
     assert [f["kind"] for f in view.plays[0].faults] == ["close"] * 3
     assert codes[4] == 1011  # the second client, 0.5 s into the second play
+    # `run --command` plays once: the second client meets nothing.
+    once = await _server_view(STORM, Backoff(initial=0.05), 4.0, clients=2, max_plays=1)
+    assert len(once.plays) == 1 and once.connections[4].faults == []
 
 
 EVICTING_ACTOR = """
