@@ -102,6 +102,8 @@ CASES = [
     ("serve massive --tls --scenario {wrongtype.toml}", "wrongtype.toml: duration: "),
     # run
     ("run", "required: SCENARIO"),
+    ("run {good.toml} --command ./handler --report out.html", "--report with --command: a .json"),
+    ("run {good.toml} --command=", "--command: empty"),
     ("run {missing.toml}", "missing.toml: file: cannot read it"),
     ("run {malformed.toml}", "malformed.toml: toml: "),
     ("run {wrongtype.toml}", "wrongtype.toml: duration: "),
