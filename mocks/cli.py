@@ -223,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"feedlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 0
+        # A server stopped with Ctrl-C did its job; a run, a search or a check cut short did not
+        # finish, and must not read as passed (128 + SIGINT, as shells report it).
+        return 130 if args.command in ("run", "chaos", "demo", "verify") else 0
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -113,3 +113,19 @@ def test_serve_forgets_what_no_client_has_wanted_for_a_minute(
     assert [s.forget_after for s in given] == [mocks.serve.FORGET_AFTER] == [60.0]
     assert given[0].total_rate == 500.0
     assert MarketSettings().forget_after is None
+
+
+def test_ctrl_c_stops_a_server_with_0_and_a_run_with_130(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`serve` runs until Ctrl-C and exits 0; a `run` cut short never held its expectations."""
+    import mocks.serve
+    import scenarios.cli
+
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenarios.cli, "run_command", interrupted)
+    monkeypatch.setattr(mocks.serve, "serve_forever", interrupted)
+    assert main(["run", "x.toml"]) == 130
+    assert main(["serve", "massive", "--port", "0"]) == 0
