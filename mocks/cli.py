@@ -223,10 +223,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"feedlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # A server stopped with Ctrl-C did its job; a run, a search or a check cut short did not
-        # finish, and must not read as passed (128 + SIGINT, as shells report it).
-        return 130 if args.command in ("run", "chaos", "demo", "verify") else 0
+        return _interrupted(args.command)
+    except BaseExceptionGroup as group:  # Ctrl-C inside Trio's nurseries comes out wrapped
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
+        return _interrupted(args.command)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _interrupted(command: str) -> int:
+    """A server stopped with Ctrl-C did its job; a run, a search or a check cut short did not
+    finish and must not read as passed (128 + SIGINT, as shells report it)."""
+    return 130 if command in ("run", "chaos", "demo", "verify") else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

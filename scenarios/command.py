@@ -78,6 +78,8 @@ async def run_command_scenario(s: Scenario, command: str) -> CommandRun:
     exit_code: int | None = None
     exited_at: float | None = None
     async with trio.open_nursery() as nursery:
+        sigterm_watch = trio.CancelScope()
+        nursery.start_soon(_interrupt_on_sigterm, sigterm_watch)
         view: ServerView = await nursery.start(
             functools.partial(serve_scenario, s, "127.0.0.1", 0, stop=stop, max_plays=1)
         )
@@ -100,8 +102,17 @@ async def run_command_scenario(s: Scenario, command: str) -> CommandRun:
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process)
-            stop.set()
+            stop.set()  # serve_scenario takes its last look and returns
+            sigterm_watch.cancel()
     return CommandRun(view, exit_code, exited_at, subscribed)
+
+
+async def _interrupt_on_sigterm(scope: trio.CancelScope) -> None:
+    """SIGTERM (a CI job's timeout) as Ctrl-C: the command is stopped on the way out, not left
+    running in its own session."""
+    with scope, trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            raise KeyboardInterrupt
 
 
 async def _stop(process: trio.Process) -> None:

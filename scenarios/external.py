@@ -212,18 +212,18 @@ async def serve_scenario(
             f"(seed {s.seed}, market time from {s.start.isoformat()})",
             flush=True,
         )
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watcher.run, nursery)
-                task_status.started(view)
-                if stop is None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher.run, nursery)
+            task_status.started(view)
+            if stop is None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         break
-                else:
-                    await stop.wait()
-                for conn in watcher.clients():
-                    watcher.refresh(conn)
-                view.ended = round(mock.market.now(), 3)
-                watcher.collect_turned_away()
-                nursery.cancel_scope.cancel()
+            else:  # whoever holds `stop` decides; Ctrl-C interrupts it as usual
+                await stop.wait()
+            for conn in watcher.clients():
+                watcher.refresh(conn)
+            view.ended = round(mock.market.now(), 3)
+            watcher.collect_turned_away()
+            nursery.cancel_scope.cancel()
         return view

@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import random
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -554,3 +556,30 @@ async def test_serve_scenario_remembers_few_connections_and_views_them_all(
     assert len(view.connections) == SERVE_HISTORY + 30
     assert all(c.closed is not None for c in view.connections)
     assert len(mock.history) == SERVE_HISTORY
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_command_interrupted_stops_the_command_and_exits_130(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C or a CI job's timeout: the command is stopped (it runs in its own session: left
+    alone it would outlive us), no traceback, and the run does not read as passed."""
+    path = tmp_path / "one-close.toml"
+    path.write_text(ONE_CLOSE)
+    pid_file = tmp_path / "command.pid"
+    proc = spawn([*FEEDLAB, "run", str(path), "--command", f"echo $$ > {pid_file}; exec sleep 60"])
+    try:
+        (line,) = _wait_for_lines(proc, 1)
+        assert " listening on " in line
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    command = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(command, 0)
