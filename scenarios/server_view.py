@@ -320,7 +320,7 @@ def _ended(c: ConnectionView) -> float | None:
     times = [f["time"] for f in c.faults if _ends_a_connection(f)]
     if c.closed is not None:
         times.append(c.closed)
-    return round(min(times), 3) if times else None
+    return min(times) if times else None
 
 
 def _serving_until(c: ConnectionView) -> float:

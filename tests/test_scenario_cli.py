@@ -251,6 +251,13 @@ def test_reconnect_delays_count_from_where_the_connection_stopped_serving() -> N
     ]
     assert view.reconnect_delays() == [40.5] and view.retry_delays() == [[40.5], []]
     assert view.to_json()["backed_off"] is True
+    # A restart at 30.2065 s (times to the microsecond) closed connection 1 at 30.209: it was hit.
+    restart = {"time": 30.2065, "kind": "restart", "params": {}, "duration": 30.0}
+    view.connections[0].closed, view.connections[0].faults = 30.209, [restart]
+    view.connections[0].subscribed_at, view.connections[0].subscriptions = 0.1, ["A"]
+    view.connections[1].subscribed_at, view.connections[1].subscriptions = 70.6, ["A"]
+    view.plays = [PlayView(1, 0.1, 1, [restart])]
+    assert view.metrics(view.plays[0])["max_recovery"] == pytest.approx(10.394, abs=0.002)
     view.connections[0].faults = []  # no stall: two connections at once, as for 1,001 contracts
     assert view.reconnect_delays() == [] and view.retry_delays() == [[]]
 
