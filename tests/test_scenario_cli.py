@@ -258,7 +258,8 @@ def test_reconnect_delays_count_from_where_the_connection_stopped_serving() -> N
     view.connections[1].subscribed_at, view.connections[1].subscriptions = 70.6, ["A"]
     view.plays = [PlayView(1, 0.1, 1, [restart])]
     assert view.metrics(view.plays[0])["max_recovery"] == pytest.approx(10.394, abs=0.002)
-    view.connections[0].faults = []  # no stall: two connections at once, as for 1,001 contracts
+    view.connections[0].closed, view.connections[0].faults = 150.0, []
+    # No stall, no restart: two connections at once, as for 1,001 contracts.
     assert view.reconnect_delays() == [] and view.retry_delays() == [[]]
 
 
