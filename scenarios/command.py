@@ -39,7 +39,7 @@ class CommandRun:
 
     @property
     def passed(self) -> bool:
-        return self.subscribed and bool(self.view.to_json()["passed"])
+        return self.subscribed and self.view.passed()
 
     def to_json(self) -> dict[str, Any]:
         return self.view.to_json() | {
@@ -55,8 +55,8 @@ class CommandRun:
             return f"{name}: FAIL (the command exited {self.exit_code} before it subscribed)"
         if not self.subscribed:
             return f"{name}: FAIL (the command never subscribed within {SUBSCRIBE_WITHIN:g} s)"
-        judged = [e for p in self.to_json()["plays"] for e in p["expectations"]]
-        broken = [e["metric"] for e in judged if not e["held"]]
+        judged = self.view.judged()
+        broken = [e.metric for e in judged if not e.held]
         verdict = "pass" if self.passed else f"FAIL ({', '.join(broken)})"
         ended = "" if self.exit_code is None else f"; the command exited {self.exit_code} by itself"
         return f"{name}: {verdict}, {len(judged)} bound(s) judged by the server{ended}"

@@ -57,7 +57,6 @@ class _Watcher:
         self.s, self.mock, self.view = s, mock, view
         self.max_plays = max_plays
         self.views: dict[int, ConnectionView] = {}
-        self.play_ends = -math.inf  # market time
         self.turned_away_upto = -math.inf  # the last attempt a restart turned away, seen
 
     def view_of(self, conn: Connection) -> ConnectionView:
@@ -116,12 +115,16 @@ class _Watcher:
                 if v.subscribed_at is None and conn.open and self.subscribed(conn):
                     now = self.mock.market.now()
                     v.subscribed_at = round(now, 3)
-                    if now >= self.play_ends and len(self.view.plays) < self.max_plays:
-                        self.play_ends = now + self.s.duration + self.s.settle
+                    if not self.playing(now) and len(self.view.plays) < self.max_plays:
                         play = PlayView(len(self.view.plays) + 1, round(now, 3), conn.conn_id)
                         self.view.plays.append(play)
                         nursery.start_soon(self.play, play, now, self.api_key(conn))
             await trio.sleep(POLL)
+
+    def playing(self, now: float) -> bool:
+        """Whether a play is under way: it lasts the scenario's duration and settle."""
+        plays = self.view.plays
+        return bool(plays) and now < plays[-1].started + self.s.duration + self.s.settle
 
     def api_key(self, conn: Connection) -> str:
         """The key the client used, for an actor on the same account (Theta has none)."""

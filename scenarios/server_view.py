@@ -176,9 +176,13 @@ class ServerView:
             "unrecovered": unrecovered,
         }
 
-    def checks(self, play: PlayView) -> tuple[list[Expectation], list[str]]:
-        """The scenario's expectations the server can judge for one play, and the rest."""
-        metrics = self.metrics(play)
+    def checks(
+        self, play: PlayView, metrics: dict[str, Any] | None = None
+    ) -> tuple[list[Expectation], list[str]]:
+        """The scenario's expectations the server can judge for one play (from its `metrics`,
+        when the caller has them), and the rest."""
+        if metrics is None:
+            metrics = self.metrics(play)
         held, unchecked = [], []
         for key, bound in self.expect.items():
             metric, _ = expectation_metric(key)
@@ -187,6 +191,14 @@ class ServerView:
             else:
                 held.append(check_expectation(key, bound, metrics))
         return held, unchecked
+
+    def judged(self) -> list[Expectation]:
+        """Every play's expectations the server could judge."""
+        return [e for p in self.plays for e in self.checks(p)[0]]
+
+    def passed(self) -> bool:
+        """A play ran, and every bound the server could judge held."""
+        return bool(self.plays) and all(e.held for e in self.judged())
 
     def port_closed(self) -> bool:
         """Whether a restart closed the port: the attempts the kernel refused meanwhile
@@ -241,12 +253,13 @@ class ServerView:
         retries = self.retry_delays()
         plays = []
         for p in self.plays:
-            checked, unchecked = self.checks(p)
+            metrics = self.metrics(p)
+            checked, unchecked = self.checks(p, metrics)
             plays.append(
                 dataclasses.asdict(p)
                 | {
                     "connections": [c.id for c in self.connections if self.play_of(c) == p.number],
-                    "metrics": self.metrics(p),
+                    "metrics": metrics,
                     "expectations": [e.to_json() for e in checked],
                     "unchecked": unchecked,
                 }
@@ -259,7 +272,7 @@ class ServerView:
                 dataclasses.asdict(c) | {"play": self.play_of(c)} for c in self.connections
             ],
             "plays": plays,
-            "passed": bool(plays) and all(e["held"] for p in plays for e in p["expectations"]),
+            "passed": self.passed(),
             "auth_attempts": sum(1 for c in self.connections if c.authenticated is not None),
             "auth_failures": sum(1 for c in self.connections if c.authenticated is False),
             "reconnect_delays": delays,
