@@ -141,4 +141,6 @@ def run_with_command(scenarios: list[Scenario], command: str) -> list[CommandRun
         sys.stdout.write(run.view.summary())
         print(run.summary_line(), file=sys.stderr, flush=True)
         runs.append(run)
+    passed = sum(run.passed for run in runs)
+    print(f"{passed} of {len(runs)} scenarios passed (judged by the server)", flush=True)
     return runs

@@ -493,8 +493,9 @@ def test_run_plays_scenarios_against_a_command_in_any_language(
     path.write_text(ONE_CLOSE)
     report = tmp_path / "views.json"
     assert main(["run", str(path), "--command", PLAIN_CLIENT, "--report", str(report)]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "one-close: pass, 3 bound(s) judged by the server" in err
+    assert out.endswith("1 of 1 scenarios passed (judged by the server)\n")
     (run,) = json.loads(report.read_text())
     assert run["passed"] is True and run["command_exit_code"] is None
     assert run["plays"][0]["unchecked"] == ["silent_loss"]
