@@ -87,6 +87,8 @@ class _Watcher:
         v.frames_received = conn.stats.frames_received
         if v.authenticated is not True:  # sticky: a finished session reads unauthenticated
             v.authenticated = _authenticated(conn)
+        if v.subscribed_at is None and self.subscribed(conn):
+            v.subscribed_at = round(self.mock.market.now(), 3)
         if conn.open:
             subs = sorted(subscription_view(self.mock, {conn.conn_id}))
             if subs:
@@ -110,11 +112,12 @@ class _Watcher:
         while True:
             self.collect_turned_away()
             for conn in self.clients():
+                before = self.views.get(conn.conn_id)
+                was_subscribed = before is not None and before.subscribed_at is not None
                 self.refresh(conn)
-                v = self.views[conn.conn_id]
-                if v.subscribed_at is None and conn.open and self.subscribed(conn):
+                subscribed = self.views[conn.conn_id].subscribed_at is not None
+                if subscribed and not was_subscribed and conn.open:
                     now = self.mock.market.now()
-                    v.subscribed_at = round(now, 3)
                     if not self.playing(now) and len(self.view.plays) < self.max_plays:
                         play = PlayView(len(self.view.plays) + 1, round(now, 3), conn.conn_id)
                         self.view.plays.append(play)

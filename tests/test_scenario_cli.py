@@ -434,7 +434,9 @@ def test_serve_scenario_takes_seed_start_hours_and_keys_from_the_command_line(
     path = tmp_path / "external.toml"
     path.write_text(EXTERNAL + 'kind = "close"\n')
     start = "2026-01-05T10:00:00-05:00"  # a Monday, the market open under --market-hours real
+    report = tmp_path / "view.json"
     given = ["--seed", "5", "--start", start, "--market-hours", "real", "--api-key", "GOOD"]
+    given += ["--report", str(report)]
     proc = spawn([*FEEDLAB, "serve", "massive", "--port", "0", "--scenario", str(path), *given])
     try:
         (line,) = _wait_for_lines(proc, 1)
@@ -449,6 +451,11 @@ def test_serve_scenario_takes_seed_start_hours_and_keys_from_the_command_line(
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "auth failed" in out and "authenticated" in out
+    # Both connections came and went between two looks of the view (0.1 s): seen as they ended.
+    refused, good = json.loads(report.read_text())["connections"]
+    assert refused["authenticated"] is False and refused["subscribed_at"] is None
+    assert good["authenticated"] is True and good["subscriptions"] == ["Q.O:SPY260320C00600000"]
+    assert good["subscribed_at"] is not None
 
 
 def test_serve_starts_the_market_where_told() -> None:
