@@ -164,6 +164,8 @@ class ServerView:
         until = min(later, default=math.inf)
         recoveries, unrecovered = self._recoveries(play, conns)
         ordered = sorted(recoveries)
+        disrupted = any(f["kind"] in DISRUPTIVE_TOO for f in play.faults)
+        unseen = None if disrupted else 0.0
         return {
             "connections": len(conns),
             "reconnects": sum(1 for c in conns[1:] if c.opened >= first_break),
@@ -171,8 +173,9 @@ class ServerView:
             "failed_connects": None
             if any(f["params"].get("answer", "refused") == "refused" for f in restarts)
             else sum(1 for t in self.turned_away if play.started <= t < until),
-            "max_recovery": round(ordered[-1], 3) if ordered else 0.0,
-            "p50_recovery": round(ordered[(len(ordered) - 1) // 2], 3) if ordered else 0.0,
+            # None: disruptions, but none the server could time (an outage the client sat out)
+            "max_recovery": round(ordered[-1], 3) if ordered else unseen,
+            "p50_recovery": round(ordered[(len(ordered) - 1) // 2], 3) if ordered else unseen,
             "unrecovered": unrecovered,
         }
 
