@@ -115,11 +115,12 @@ class _Watcher:
                 before = self.views.get(conn.conn_id)
                 was_subscribed = before is not None and before.subscribed_at is not None
                 self.refresh(conn)
-                subscribed = self.views[conn.conn_id].subscribed_at is not None
-                if subscribed and not was_subscribed and conn.open:
+                at = self.views[conn.conn_id].subscribed_at
+                if at is not None and not was_subscribed and conn.open:
                     now = self.mock.market.now()
                     if not self.playing(now) and len(self.view.plays) < self.max_plays:
-                        play = PlayView(len(self.view.plays) + 1, round(now, 3), conn.conn_id)
+                        # started: the very time its connection's view says it subscribed
+                        play = PlayView(len(self.view.plays) + 1, at, conn.conn_id)
                         self.view.plays.append(play)
                         nursery.start_soon(self.play, play, now, self.api_key(conn))
             await trio.sleep(POLL)
