@@ -50,7 +50,11 @@ async def play_actor(
             with trio.move_on_after(actor.hold):
                 while True:
                     await ws.get_message()
-    except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError) as exc:
-        record["note"] = type(exc).__name__
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+    except (
+        trio_websocket.ConnectionClosed,
+        trio_websocket.HandshakeError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        OSError,
+    ) as exc:  # how it ended, for the report: the server's doing, most often
         record["note"] = type(exc).__name__
