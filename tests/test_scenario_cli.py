@@ -603,3 +603,20 @@ def test_run_command_interrupted_stops_the_command_and_exits_130(
     command = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(command, 0)
+
+
+def test_run_command_serves_a_theta_client_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same path for the terminal's protocol: no key, streams asked for by JSON request,
+    a drop, a reconnection that asks again."""
+    path = tmp_path / "theta-one-close.toml"
+    path.write_text(
+        ONE_CLOSE.replace('"massive"', '"theta"').replace(
+            '["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]',
+            '["option:quote:SPY:20250321:575:C", "index:price:SPX"]',
+        )
+    )
+    command = f"{sys.executable} {ROOT / 'tests' / 'plain_theta_client.py'}"
+    assert main(["run", str(path), "--command", command]) == 0, capsys.readouterr()
+    assert "one-close: pass, 3 bound(s) judged by the server" in capsys.readouterr().err

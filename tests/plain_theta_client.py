@@ -1,0 +1,53 @@
+"""A Theta Terminal client in another process, as a user's would be: plain `websockets`, nothing
+from feedlab. It reads FEEDLAB_URL and FEEDLAB_SUBSCRIBE (`option:quote:SPY:20250321:575:C`,
+`option:trade:...`, `index:price:SPX`), asks for each stream, and reconnects 0.3 s after any
+drop (the terminal has no authentication)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+
+def request(subscription: str, request_id: int) -> str:
+    sec, kind, root, *option = subscription.split(":")
+    body = {
+        "msg_type": "STREAM",
+        "sec_type": sec.upper(),
+        "req_type": "TRADE" if kind in ("trade", "price") else "QUOTE",
+        "add": True,
+        "id": request_id,
+        "contract": {"root": root},
+    }
+    if option:
+        expiration, strike, right = option
+        body["contract"] |= {
+            "expiration": int(expiration),
+            "strike": round(float(strike) * 1000),
+            "right": right,
+        }
+    return json.dumps(body)
+
+
+def main() -> None:
+    url, subscriptions = os.environ["FEEDLAB_URL"], os.environ["FEEDLAB_SUBSCRIBE"].split(",")
+    request_id = 0
+    while True:
+        try:
+            with connect(url, open_timeout=5) as ws:
+                for subscription in subscriptions:
+                    request_id += 1
+                    ws.send(request(subscription, request_id))
+                for _ in ws:
+                    pass
+        except (ConnectionClosed, OSError, TimeoutError):
+            pass
+        time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    main()
