@@ -15,22 +15,24 @@ from websockets.sync.client import connect
 
 def request(subscription: str, request_id: int) -> str:
     sec, kind, root, *option = subscription.split(":")
-    body = {
-        "msg_type": "STREAM",
-        "sec_type": sec.upper(),
-        "req_type": "TRADE" if kind in ("trade", "price") else "QUOTE",
-        "add": True,
-        "id": request_id,
-        "contract": {"root": root},
-    }
+    contract: dict[str, object] = {"root": root}
     if option:
         expiration, strike, right = option
-        body["contract"] |= {
+        contract |= {
             "expiration": int(expiration),
-            "strike": round(float(strike) * 1000),
+            "strike": round(float(strike) * 1000),  # the wire's 1/10 cent
             "right": right,
         }
-    return json.dumps(body)
+    return json.dumps(
+        {
+            "msg_type": "STREAM",
+            "sec_type": sec.upper(),
+            "req_type": "TRADE" if kind in ("trade", "price") else "QUOTE",
+            "add": True,
+            "id": request_id,
+            "contract": contract,
+        }
+    )
 
 
 def main() -> None:

@@ -605,18 +605,25 @@ def test_run_command_interrupted_stops_the_command_and_exits_130(
         os.kill(command, 0)
 
 
-def test_run_command_serves_a_theta_client_too(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+# The same scenario's subscriptions for Theta and Amberdata, and their plain clients.
+OTHER_VENDORS = [
+    ("theta", '["option:quote:SPY:20250321:575:C", "index:price:SPX"]'),
+    ("amberdata", '["market:options:trades:BTC-28MAR25-60000-C@deribit"]'),
+]
+
+
+@pytest.mark.parametrize(("vendor", "subscribe"), OTHER_VENDORS)
+def test_run_command_serves_the_other_vendors_clients_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], vendor: str, subscribe: str
 ) -> None:
-    """The same path for the terminal's protocol: no key, streams asked for by JSON request,
-    a drop, a reconnection that asks again."""
-    path = tmp_path / "theta-one-close.toml"
+    """The same path for the other protocols: Theta's terminal (no key, JSON stream requests)
+    and Amberdata's JSON-RPC (a key header); a drop, and a reconnection that asks again."""
+    path = tmp_path / f"{vendor}-one-close.toml"
     path.write_text(
-        ONE_CLOSE.replace('"massive"', '"theta"').replace(
-            '["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]',
-            '["option:quote:SPY:20250321:575:C", "index:price:SPX"]',
+        ONE_CLOSE.replace('"massive"', f'"{vendor}"').replace(
+            '["Q.O:SPY250321C00560000", "T.O:SPY250321C00560000"]', subscribe
         )
     )
-    command = f"{sys.executable} {ROOT / 'tests' / 'plain_theta_client.py'}"
+    command = f"{sys.executable} {ROOT / 'tests' / f'plain_{vendor}_client.py'}"
     assert main(["run", str(path), "--command", command]) == 0, capsys.readouterr()
     assert "one-close: pass, 3 bound(s) judged by the server" in capsys.readouterr().err
