@@ -7,31 +7,24 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from plain_client import reconnect_forever
+from websockets.sync.client import ClientConnection
 
 
 def main() -> None:
     url, key = os.environ["FEEDLAB_URL"], os.environ["FEEDLAB_API_KEY"]
     subscribe = os.environ["FEEDLAB_SUBSCRIBE"]
     forget = "--forget" in sys.argv
-    connections = 0
-    while True:
-        try:
-            with connect(url, open_timeout=5) as ws:
-                connections += 1
-                ws.recv(5)
-                ws.send(json.dumps({"action": "auth", "params": key}))
-                ws.recv(5)
-                if connections == 1 or not forget:
-                    ws.send(json.dumps({"action": "subscribe", "params": subscribe}))
-                for _ in ws:
-                    pass
-        except (ConnectionClosed, OSError, TimeoutError):
-            pass
-        time.sleep(0.3)
+
+    def greet(ws: ClientConnection, n: int) -> None:
+        ws.recv(5)
+        ws.send(json.dumps({"action": "auth", "params": key}))
+        ws.recv(5)
+        if n == 1 or not forget:
+            ws.send(json.dumps({"action": "subscribe", "params": subscribe}))
+
+    reconnect_forever(url, greet)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ drop (the terminal has no authentication)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import time
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from plain_client import reconnect_forever
+from websockets.sync.client import ClientConnection
 
 
 def request(subscription: str, request_id: int) -> str:
@@ -37,18 +37,13 @@ def request(subscription: str, request_id: int) -> str:
 
 def main() -> None:
     url, subscriptions = os.environ["FEEDLAB_URL"], os.environ["FEEDLAB_SUBSCRIBE"].split(",")
-    request_id = 0
-    while True:
-        try:
-            with connect(url, open_timeout=5) as ws:
-                for subscription in subscriptions:
-                    request_id += 1
-                    ws.send(request(subscription, request_id))
-                for _ in ws:
-                    pass
-        except (ConnectionClosed, OSError, TimeoutError):
-            pass
-        time.sleep(0.3)
+    request_ids = itertools.count(1)
+
+    def greet(ws: ClientConnection, n: int) -> None:
+        for subscription in subscriptions:
+            ws.send(request(subscription, next(request_ids)))
+
+    reconnect_forever(url, greet)
 
 
 if __name__ == "__main__":
