@@ -72,10 +72,16 @@ class ServerView:
     play_length: float = math.inf  # a play's duration and settle: when its end is judged
     ended: float | None = None  # when the server stopped (market seconds)
 
+    def next_start(self, play: PlayView) -> float:
+        """When the play after this one started (inf: none has)."""
+        return min((p.started for p in self.plays if p.number > play.number), default=math.inf)
+
     def play_end(self, play: PlayView) -> float:
-        later = [p.started for p in self.plays if p.number > play.number]
-        ends = [play.started + self.play_length, *later[:1]]
+        ends = [play.started + self.play_length, self.next_start(play)]
         return min(ends + ([] if self.ended is None else [self.ended]))
+
+    def connections_of(self, play: PlayView) -> list[ConnectionView]:
+        return [c for c in self.connections if self.play_of(c) == play.number]
 
     def _resubscribed(self, play: PlayView, conns: list[ConnectionView]) -> bool:
         """As `feedlab run` judges it: the subscriptions of the client's open connections just
@@ -155,13 +161,12 @@ class ServerView:
     def metrics(self, play: PlayView) -> dict[str, Any]:
         """What a server can count of `feedlab run`'s metrics for one play (None: it cannot:
         the attempts a closed port refused never reach it)."""
-        conns = [c for c in self.connections if self.play_of(c) == play.number]
+        conns = self.connections_of(play)
         breaks = [c.closed for c in conns if c.closed is not None]
         breaks += [f["time"] for f in play.faults if f["kind"] in DISRUPTIVE_TOO]
         first_break = min(breaks, default=math.inf)
         restarts = [f for f in play.faults if f["kind"] == "restart"]
-        later = [p.started for p in self.plays if p.number > play.number]
-        until = min(later, default=math.inf)
+        until = self.next_start(play)
         recoveries, unrecovered = self._recoveries(play, conns)
         ordered = sorted(recoveries)
         disrupted = any(f["kind"] in DISRUPTIVE_TOO for f in play.faults)
@@ -261,7 +266,7 @@ class ServerView:
             plays.append(
                 dataclasses.asdict(p)
                 | {
-                    "connections": [c.id for c in self.connections if self.play_of(c) == p.number],
+                    "connections": [c.id for c in self.connections_of(p)],
                     "metrics": metrics,
                     "expectations": [e.to_json() for e in checked],
                     "unchecked": unchecked,
