@@ -63,12 +63,11 @@ class CommandRun:
 
 
 def client_environment(s: Scenario, url: str) -> dict[str, str]:
-    from scenarios.runner import DEFAULT_KEYS
+    from scenarios.runner import client_key
 
-    key = str(s.client.options.get("api_key", DEFAULT_KEYS[s.vendor]))
     return {
         "FEEDLAB_URL": url,
-        "FEEDLAB_API_KEY": key,
+        "FEEDLAB_API_KEY": client_key(s),
         "FEEDLAB_SUBSCRIBE": ",".join(s.client.subscribe),
     }
 

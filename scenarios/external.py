@@ -32,7 +32,7 @@ from mocks.testing import MockService, run_mock
 from scenarios.actors import actor_record, play_actor
 from scenarios.ground_truth import ACTOR_HEADER, subscription_view
 from scenarios.model import Actor, Scenario
-from scenarios.runner import DEFAULT_KEYS
+from scenarios.runner import client_key
 from scenarios.server_view import ConnectionView, PlayView, ServerView
 
 POLL = 0.1  # seconds between looks for newly subscribed connections
@@ -133,7 +133,7 @@ class _Watcher:
     def api_key(self, conn: Connection) -> str:
         """The key the client used, for an actor on the same account (Theta has none)."""
         key = getattr(conn.session, "key", None)
-        return str(key or self.s.client.options.get("api_key", DEFAULT_KEYS[self.s.vendor]))
+        return str(key or client_key(self.s))
 
     async def play(self, play: PlayView, base: float, api_key: str) -> None:
         director, market = self.mock.director, self.mock.market

@@ -51,6 +51,12 @@ shape: `async with client`, `await client.subscribe(*subs)`, `async for event in
 
 DEFAULT_KEYS = {"massive": "FEEDLAB", "theta": "", "amberdata": "UAK-feedlab"}
 
+
+def client_key(s: Scenario) -> str:
+    """The key the scenario's client logs in with: `[client] options.api_key`, or the default."""
+    return str(s.client.options.get("api_key", DEFAULT_KEYS[s.vendor]))
+
+
 # -- clients ----------------------------------------------------------------------------------
 
 
@@ -135,9 +141,8 @@ class _Run:
         self.streams = parse_streams(s.vendor, s.client.subscribe)
         self.contracts = {st.contract for st in self.streams if st.identity}
         self.symbols: dict[str, OptionContract | None] = {}
-        options = dict(s.client.options)
-        self.api_key: str = str(options.pop("api_key", DEFAULT_KEYS[s.vendor]))
-        self.options = options
+        self.api_key = client_key(s)
+        self.options = {k: v for k, v in s.client.options.items() if k != "api_key"}
         self.end = s.duration + s.settle
 
     # -- the pieces that run ---------------------------------------------------------------------
